@@ -1,0 +1,11 @@
+"""Imports every area's tables so that one metadata holds the whole schema (for Alembic)."""
+
+from __future__ import annotations
+
+import gpaisec.audit.models
+import gpaisec.compliance.models  # noqa: F401
+from gpaisec.store.base import Base
+
+metadata = Base.metadata
+
+__all__ = ["metadata"]

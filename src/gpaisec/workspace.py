@@ -1,0 +1,101 @@
+"""The workspace: where gpaisec keeps its database (SQLite by default) and its keys.
+
+``--workspace`` / ``GPAISEC_HOME`` choose the directory (default ``./.gpaisec``);
+``GPAISEC_DATABASE_URL`` selects a shared PostgreSQL server instead of the embedded SQLite file.
+Opening a workspace runs the migrations; a database from a newer schema is refused.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from gpaisec.errors import ConfigError
+from gpaisec.store import create_db_engine
+from gpaisec.store.migrate import upgrade
+
+DEFAULT_HOME = Path(".gpaisec")
+DB_FILE = "gpaisec.db"
+
+
+def default_actor() -> str:
+    """Who is acting, until named accounts land: GPAISEC_ACTOR or the OS user."""
+    env = os.environ.get("GPAISEC_ACTOR")
+    if env:
+        return env
+    try:
+        return f"os:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"os:uid{os.getuid()}"
+
+
+def _check_writable(home: Path) -> None:
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the workspace directory {home}: {exc.strerror}",
+            hint="choose another with --workspace or GPAISEC_HOME",
+        ) from None
+    if not home.is_dir():
+        raise ConfigError(f"the workspace {home} is not a directory", hint="choose another with --workspace")
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"the workspace directory {home} is not writable",
+            hint="fix its permissions or choose another with --workspace or GPAISEC_HOME",
+        )
+
+
+@dataclass
+class Workspace:
+    home: Path
+    database_url: str
+    engine: Engine
+    actor: str = field(default_factory=default_actor)
+
+    def __post_init__(self) -> None:
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def open(
+        cls,
+        home: Path | str | None = None,
+        database_url: str | None = None,
+        *,
+        actor: str | None = None,
+    ) -> Workspace:
+        home_path = Path(home or os.environ.get("GPAISEC_HOME") or DEFAULT_HOME).expanduser().absolute()
+        _check_writable(home_path)
+        url = database_url or os.environ.get("GPAISEC_DATABASE_URL") or f"sqlite:///{home_path / DB_FILE}"
+        engine = create_db_engine(url)
+        upgrade(engine)
+        return cls(home=home_path, database_url=url, engine=engine, actor=actor or default_actor())
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction per operation: committed on success, rolled back on any error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A session for reads; nothing it does is committed."""
+        with self._sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    def close(self) -> None:
+        self.engine.dispose()
