@@ -1,0 +1,5 @@
+"""``python -m gpaisec`` runs the CLI."""
+
+from gpaisec.cli.app import entrypoint
+
+entrypoint()

@@ -1,0 +1,101 @@
+"""The ``gpaisec`` command. ``main(argv)`` is callable from tests.
+
+Exit codes: 0 success; 1 a check or verification found a problem; 2 bad input or usage;
+3 workspace, database or environment; 4 integrity failure; 5 not found; 6 denied by policy.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from click.exceptions import ClickException, Exit
+from click.exceptions import Abort as ClickAbort
+
+from gpaisec import __version__
+from gpaisec.cli import common
+from gpaisec.errors import GpaisecError
+
+app = typer.Typer(
+    name="gpaisec",
+    help="Protect unreleased model weights and prove conformance with the EU GPAI Code of Practice.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpaisec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace", "-w", envvar="GPAISEC_HOME", help="Workspace directory (default ./.gpaisec)."
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    common.STATE.workspace_dir = workspace
+    common.STATE.verbose = verbose
+    common.STATE._workspace = None
+
+
+def _register() -> None:
+    from gpaisec.cli import assess, audit, catalog, demo
+
+    app.add_typer(catalog.app, name="catalog")
+    app.add_typer(audit.app, name="audit")
+    assess.register(app)
+    demo.register(app)
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code instead of exiting (for tests)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args
+    try:
+        rc = app(args=args, standalone_mode=False, prog_name="gpaisec")
+        if isinstance(rc, int):
+            return rc
+    except GpaisecError as exc:
+        if verbose:
+            traceback.print_exc()
+        common.stderr.print(f"[bold red]error:[/] {exc.diagnostics()}", highlight=False)
+        return exc.exit_code
+    except Exit as exc:
+        return exc.exit_code
+    except ClickAbort:
+        common.stderr.print("aborted")
+        return 130
+    except ClickException as exc:
+        exc.show()
+        return 2
+    except KeyboardInterrupt:
+        common.stderr.print("interrupted")
+        return 130
+    finally:
+        ws = common.STATE._workspace
+        if ws is not None:
+            ws.close()
+            common.STATE._workspace = None
+    return 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())

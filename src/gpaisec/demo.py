@@ -1,0 +1,85 @@
+"""A realistic sample provider, built through the same service functions users call.
+
+The demo workspace is a plain SQLite workspace marked with a ``DEMO`` file, so that running the demo
+again can safely start it afresh without ever touching a real workspace.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from gpaisec.compliance import service
+from gpaisec.compliance.verdicts import Verdict
+from gpaisec.errors import ConfigError
+from gpaisec.store.base import utcnow
+from gpaisec.workspace import DB_FILE, Workspace
+
+MARKER = "DEMO"
+DEFAULT_DEMO_HOME = Path(".gpaisec-demo")
+
+# Extra steps that areas add to the demo (the weights registry, access, ...): each gets the workspace.
+DEMO_STEPS: list[Callable[[Workspace], None]] = []
+
+
+def prepare_home(home: Path) -> None:
+    """Start the demo directory afresh; refuse a directory that is not a demo workspace."""
+    if home.exists() and any(home.iterdir()):
+        if not (home / MARKER).is_file():
+            raise ConfigError(
+                f"{home} exists and is not a gpaisec demo workspace; refusing to overwrite it",
+                hint="give an empty or new directory with --workspace",
+            )
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (home / MARKER).write_text("A gpaisec demo workspace. `gpaisec demo` may delete and rebuild it.\n")
+
+
+def _doc(home: Path, name: str, text: str) -> Path:
+    path = home / "sample-documents" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def build(home: Path) -> Workspace:
+    """Create the demo workspace at ``home`` (SQLite) and fill it."""
+    prepare_home(home)
+    ws = Workspace.open(home, f"sqlite:///{home / DB_FILE}", actor="demo:setup")
+    year = utcnow() + dt.timedelta(days=365)
+
+    framework = _doc(home, "safety-security-framework-v2.md",
+                     "# Safety and Security Framework v2\n\nApproved by the board risk committee.\n")
+    service.add_control(ws, "M1.1", title="Safety and Security Framework v2, board-approved",
+                        owner="Chief Risk Officer", description="Framework with risk tiers and trigger points.")
+    service.attest(
+        ws, "M1.1", claim=Verdict.met, attested_by="Dr. Lena Vogt", role="Chief Risk Officer",
+        statement="Framework v2 was confirmed by the board on 2026-03-02 and covers every element of the measure; "
+                  "see the attached document.",
+        valid_until=year, documents=[framework]) if False else service.attest(
+        ws, "M1.1", claim=Verdict.met, attested_by="Dr. Lena Vogt", role="Chief Risk Officer",
+        statement="Framework v2 was confirmed by the board on 2026-03-02 and covers every element of the measure; "
+                  "see the attached document.",
+        valid_until=year, documents=[framework])
+    service.attest(ws, "M8.1", claim=Verdict.partly_met, attested_by="Dr. Lena Vogt", role="Chief Risk Officer",
+                   statement="Board committee, executive owners and the CRO role are assigned; internal audit's "
+                             "charter does not yet cover systemic risk.", valid_until=year)
+    service.attest(ws, "A4.2(6)", claim=Verdict.met, attested_by="Marco Ruiz", role="Head of Physical Security",
+                   statement="Data-centre access is badge-controlled and limited to 14 named staff; quarterly "
+                             "inspections, last on 2026-10-12.", valid_until=year)
+    service.attest(ws, "A4.2(5)", claim=Verdict.not_met, attested_by="Priya Raman", role="CISO",
+                   statement="No attested TEE is used for inference yet; confidential-computing pilot planned "
+                             "for Q2 2027.", valid_until=year)
+    service.attest(ws, "A4.1(2)", claim=Verdict.met, attested_by="Priya Raman", role="CISO",
+                   statement="Mail gateway sandboxes attachments and rewrites links for every mailbox; phishing "
+                             "simulation monthly.", valid_until=year)
+    service.attest(ws, "M10.2", claim=Verdict.not_applicable, attested_by="Dr. Lena Vogt",
+                   role="Chief Risk Officer",
+                   statement="No model has been placed on the market yet, so there are no reports to publish.",
+                   valid_until=year)
+    for step in DEMO_STEPS:
+        step(ws)
+    ws.actor = "demo:assessor"
+    return ws
