@@ -17,6 +17,8 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from gpaisec.audit._keys import Signer, load_or_create_signer
+from gpaisec.audit.service import has_pending, seal
 from gpaisec.errors import ConfigError
 from gpaisec.store import create_db_engine
 from gpaisec.store.migrate import upgrade
@@ -62,6 +64,7 @@ class Workspace:
 
     def __post_init__(self) -> None:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._audit_signer: Signer | None = None
 
     @classmethod
     def open(
@@ -80,9 +83,15 @@ class Workspace:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One transaction per operation: committed on success, rolled back on any error."""
+        """One transaction per operation: committed on success, rolled back on any error.
+
+        If the operation recorded audit events, they are sealed just before the commit: written with
+        their tree nodes and one signed checkpoint, in this same transaction.
+        """
         with self._sessions.begin() as session:
             yield session
+            if has_pending(session):
+                seal(session, self.audit_signer())
 
     @contextmanager
     def reader(self) -> Iterator[Session]:
@@ -96,6 +105,12 @@ class Workspace:
     @property
     def keys_dir(self) -> Path:
         return self.home / "keys"
+
+    def audit_signer(self) -> Signer:
+        """The key that signs audit checkpoints (keys_dir, 0600), created the first time it is needed."""
+        if self._audit_signer is None:
+            self._audit_signer = load_or_create_signer(self.keys_dir)
+        return self._audit_signer
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,168 @@
+"""The audit entry: one canonical JSON object, the exact bytes that are hashed into the tree.
+
+An entry is a JSON object with exactly these keys, sorted, no whitespace, UTF-8 (non-ASCII kept as is)::
+
+    {"action":"device.add","actor":"os:alice","details":{...},"object":"device:gpu-7",
+     "seq":41,"time":"2026-11-27T14:53:05.123456Z"}
+
+``seq`` is the entry's position in the log (leaf index, from 0); ``time`` is RFC 3339 UTC with
+microseconds. Verifiers hash the stored bytes and never re-serialise them; they also check that the
+bytes are canonical, so one event has one encoding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Entry",
+    "EntryError",
+    "canonical_json",
+    "encode_entry",
+    "format_time",
+    "parse_entry",
+    "parse_time",
+]
+
+KEYS = ("action", "actor", "details", "object", "seq", "time")
+MAX_ACTOR = 200
+MAX_ACTION = 100
+MAX_OBJECT = 500
+ACTION_RE = re.compile(r"[a-z][a-z0-9_]*(?:[.:-][a-z0-9_]+)*")
+TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class EntryError(ValueError):
+    """An entry's content is not acceptable; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    time: dt.datetime
+    actor: str
+    action: str
+    object: str
+    details: dict[str, Any]
+
+
+def format_time(value: dt.datetime) -> str:
+    """RFC 3339, UTC, always six fractional digits and ``Z``."""
+    if value.tzinfo is None:
+        raise EntryError("a naive datetime cannot be logged; use gpaisec.store.utcnow()")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> dt.datetime:
+    """The inverse of :func:`format_time` (strict)."""
+    if not TIME_RE.fullmatch(text):
+        raise EntryError(f"time {text!r} is not RFC 3339 UTC with microseconds")
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+def _check_value(value: Any, path: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EntryError(f"details{path} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise EntryError(f"details{path} has a key that is not a string: {k!r}")
+            _check_value(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_value(v, f"{path}[{i}]")
+    elif value is not None and not isinstance(value, str | int | float | bool):
+        raise EntryError(f"details{path} is a {type(value).__name__}, which is not JSON")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8; raises EntryError for anything that is not plain JSON."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        _check_value(value, "")
+        raise EntryError(f"details cannot be encoded as JSON: {exc}") from None
+
+
+def _check_text(name: str, value: object, limit: int) -> str:
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise EntryError(f"{name} must be a non-empty string without surrounding spaces")
+    if len(value) > limit:
+        raise EntryError(f"{name} is longer than {limit} characters")
+    if CONTROL_RE.search(value):
+        raise EntryError(f"{name} contains a control character")
+    return value
+
+
+def check_fields(actor: object, action: object, obj: object) -> None:
+    """Raise EntryError unless actor, action and object are acceptable."""
+    _check_text("actor", actor, MAX_ACTOR)
+    _check_text("action", action, MAX_ACTION)
+    _check_text("object", obj, MAX_OBJECT)
+    assert isinstance(action, str)
+    if not ACTION_RE.fullmatch(action):
+        raise EntryError(
+            f"action {action!r} must be lower-case words joined by '.', ':' or '-' (e.g. device.add)"
+        )
+
+
+def encode_entry(
+    seq: int, time: dt.datetime, actor: str, action: str, obj: str, details: dict[str, Any] | None
+) -> bytes:
+    """The canonical bytes of one entry."""
+    check_fields(actor, action, obj)
+    if details is None:
+        details = {}
+    if not isinstance(details, dict):
+        raise EntryError("details must be a JSON object (a dict)")
+    return canonical_json(
+        {
+            "action": action,
+            "actor": actor,
+            "details": details,
+            "object": obj,
+            "seq": seq,
+            "time": format_time(time),
+        }
+    )
+
+
+def parse_entry(data: bytes) -> Entry:
+    """Parse and check stored entry bytes: valid, canonical, all fields well-formed. Raises EntryError."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EntryError("not valid UTF-8") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EntryError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+    except (ValueError, RecursionError) as exc:
+        raise EntryError(f"not acceptable JSON ({exc.__class__.__name__})") from None
+    if not isinstance(value, dict):
+        raise EntryError("not a JSON object")
+    if tuple(sorted(value)) != KEYS:
+        raise EntryError(f"keys are {sorted(value)}, expected {list(KEYS)}")
+    seq = value["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise EntryError("seq is not a non-negative integer")
+    if not isinstance(value["details"], dict):
+        raise EntryError("details is not a JSON object")
+    if not isinstance(value["time"], str):
+        raise EntryError("time is not a string")
+    check_fields(value["actor"], value["action"], value["object"])
+    time = parse_time(value["time"])
+    try:
+        again = canonical_json(value)
+    except EntryError as exc:
+        raise EntryError(f"not canonical: {exc}") from None
+    if again != data:
+        raise EntryError("not in canonical form (sorted keys, no whitespace, UTF-8)")
+    return Entry(seq, time, value["actor"], value["action"], value["object"], value["details"])

@@ -1,0 +1,261 @@
+"""The checkpoint signing key: Ed25519, kept in the workspace's keys directory.
+
+``KEYS_DIR/audit-ed25519.pem`` holds the private key (PKCS#8 PEM, mode 0600, directory 0700), created
+on first use; ``audit-ed25519.pub.pem`` beside it holds the public key. A key file that others can read,
+that is not a regular file, or that does not parse is refused with a hint: the log is only as
+trustworthy as this key.
+
+The key id is the lower-case hex SHA-256 of the raw 32-byte public key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from gpaisec.errors import ConfigError, InputError
+
+__all__ = [
+    "PRIVATE_KEY_FILE",
+    "PUBLIC_KEY_FILE",
+    "LocalSigner",
+    "PublicKey",
+    "Signer",
+    "key_id",
+    "load_or_create_signer",
+    "load_signer",
+    "parse_public_key",
+    "load_public_key",
+]
+
+PRIVATE_KEY_FILE = "audit-ed25519.pem"
+PUBLIC_KEY_FILE = "audit-ed25519.pub.pem"
+
+
+def key_id(public_raw: bytes) -> str:
+    """Lower-case hex SHA-256 of the raw public key."""
+    return hashlib.sha256(public_raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """An Ed25519 public key that verifies checkpoints."""
+
+    raw: bytes
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.raw)
+
+    def signature_ok(self, signature: bytes, data: bytes) -> bool:
+        # Internal: the one caller (_note.open_checkpoint) raises at once on False.
+        try:
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+    def pem(self) -> bytes:
+        return Ed25519PublicKey.from_public_bytes(self.raw).public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+class Signer(Protocol):
+    """What signs checkpoints: a local key file today; an HSM or TPM key later."""
+
+    @property
+    def public_key(self) -> PublicKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class LocalSigner:
+    """An Ed25519 private key held in memory."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self._public = PublicKey(raw)
+
+    @classmethod
+    def generate(cls) -> LocalSigner:
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._public
+
+    def sign(self, data: bytes) -> bytes:
+        return self._private.sign(data)
+
+    def private_pem(self) -> bytes:
+        return self._private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+
+def _check_dir(keys_dir: Path) -> None:
+    try:
+        st = keys_dir.lstat()
+    except FileNotFoundError:
+        try:
+            keys_dir.mkdir(parents=True, mode=0o700)
+            os.chmod(keys_dir, 0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the keys directory {keys_dir}: {exc.strerror}",
+                hint="check the workspace's permissions",
+            ) from None
+        st = keys_dir.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(
+            f"the keys path {keys_dir} is not a directory", hint="move it away; it is created anew"
+        )
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"the keys directory {keys_dir} is open to other users (mode {stat.S_IMODE(st.st_mode):04o})",
+            hint=f"chmod 700 {keys_dir}",
+        )
+
+
+def _read_private(path: Path) -> LocalSigner:
+    try:
+        st = path.lstat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the audit signing key {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(
+            f"the audit signing key {path} is not a regular file",
+            hint="replace it with the key file (symbolic links are refused)",
+        )
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"the audit signing key {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o})",
+            hint=f"chmod 600 {path}, and consider the key exposed: rotate it if others could read it",
+        )
+    if st.st_uid != os.geteuid():
+        raise ConfigError(
+            f"the audit signing key {path} belongs to another user (uid {st.st_uid})",
+            hint="run gpaisec as the workspace's owner",
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the audit signing key {path}: {exc.strerror}",
+            hint="run gpaisec as the workspace's owner and check the file's permissions",
+        ) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"the audit signing key {path} is not an unencrypted PEM private key",
+            hint="restore the key file from backup",
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(
+            f"the audit signing key {path} is not an Ed25519 key", hint="restore it from backup"
+        )
+    return LocalSigner(key)
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> bool:
+    """Write ``data`` to ``path`` unless it exists; atomic (temp file, fsync, link). True if written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        os.unlink(tmp)
+
+
+def load_signer(keys_dir: Path) -> LocalSigner | None:
+    """The workspace's signing key, or None if there is none yet (nothing is created)."""
+    path = keys_dir / PRIVATE_KEY_FILE
+    if not keys_dir.exists() and not keys_dir.is_symlink():
+        return None
+    _check_dir(keys_dir)
+    if not path.exists() and not path.is_symlink():
+        return None
+    return _read_private(path)
+
+
+def load_or_create_signer(keys_dir: Path) -> LocalSigner:
+    """The workspace's signing key, created (0600, in a 0700 directory) the first time it is needed."""
+    _check_dir(keys_dir)
+    path = keys_dir / PRIVATE_KEY_FILE
+    if not path.exists() and not path.is_symlink():
+        signer = LocalSigner.generate()
+        try:
+            # Two processes may race here; os.link lets exactly one win, the other reads its key.
+            _write_new(path, signer.private_pem(), 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the audit signing key {path}: {exc.strerror}") from None
+    signer = _read_private(path)
+    pub_path = keys_dir / PUBLIC_KEY_FILE
+    if not pub_path.exists():
+        try:
+            _write_new(pub_path, signer.public_key.pem(), 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the audit public key {pub_path}: {exc.strerror}") from None
+    return signer
+
+
+def parse_public_key(data: bytes, *, source: str) -> PublicKey:
+    """An Ed25519 public key from PEM, from base64 of the raw 32 bytes, or from a signed-note vkey."""
+    text = data.strip()
+    if text.startswith(b"-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(text)
+        except ValueError:
+            raise InputError(f"{source} is not a PEM public key") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise InputError(f"{source} is not an Ed25519 public key")
+        return PublicKey(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    parts = text.split(b"+")
+    try:
+        raw = base64.b64decode(parts[-1], validate=True)
+    except ValueError:
+        raise InputError(f"{source} is neither PEM nor base64 nor a vkey") from None
+    if len(parts) == 3 and len(raw) == 33 and raw[0] == 1:  # name+hash+base64(0x01 || key)
+        raw = raw[1:]
+    if len(raw) != 32:
+        raise InputError(f"{source} does not hold a 32-byte Ed25519 public key")
+    return PublicKey(raw)
+
+
+def load_public_key(path: Path) -> PublicKey:
+    """Read a public key file (PEM, raw base64 or vkey)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the public key {path}: {exc.strerror}") from None
+    return parse_public_key(data, source=str(path))

@@ -1,0 +1,680 @@
+"""The audit log's operations: record, seal, verify, prove, export, query.
+
+Writing (inside the caller's own transaction, the same one as its state change)::
+
+    with ws.transaction() as s:
+        s.add(device)
+        seq = record(s, actor=ws.actor, action="device.add", object=f"device:{name}", details={...})
+
+:func:`record` takes the log's lock (the ``audit_head`` row) on its first call in a transaction,
+numbers the entry, encodes it canonically and keeps it in the session; nothing else is written yet.
+:meth:`Workspace.transaction <gpaisec.workspace.Workspace.transaction>` calls :func:`seal` just before
+it commits: one pass hashes all of the transaction's entries into the tree, inserts them and the
+interior nodes they complete (two multi-row inserts), moves the head and writes one signed
+checkpoint, all in that transaction: group commit, and a checkpoint is durable before anyone can
+read it. A transaction that recorded entries but commits without :func:`seal` is refused; a rolled-back
+transaction (or savepoint) takes its entries with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import Table, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, SessionTransaction
+
+from gpaisec.audit._bundle import ConsistencyProof, InclusionProof
+from gpaisec.audit._entry import EntryError, encode_entry, parse_time
+from gpaisec.audit._keys import PublicKey, Signer, load_signer
+from gpaisec.audit._note import Checkpoint, open_checkpoint, sign_checkpoint, vkey
+from gpaisec.audit._verifier import StoredCheckpoint, StoredEntry, VerifyResult, verify_log
+from gpaisec.audit.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    NodeId,
+    consistency_proof,
+    flat_id,
+    from_flat_id,
+    inclusion_proof,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from gpaisec.audit.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
+from gpaisec.errors import AuditIntegrityError, ConfigError, InputError, NotFoundError
+from gpaisec.store.base import utcnow
+
+if TYPE_CHECKING:
+    from gpaisec.workspace import Workspace
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "AuditEvent",
+    "ExportResult",
+    "LogEntry",
+    "consistency",
+    "export",
+    "has_pending",
+    "log",
+    "prove",
+    "record",
+    "record_many",
+    "seal",
+    "store_inclusion_proof",
+    "trusted_key",
+    "verify",
+    "verify_session",
+]
+
+EXPORT_FORMAT = "gpaisec-audit-export/1"
+HEAD_ID = 1
+_STATE = "gpaisec.audit.pending"
+_MARKS = "gpaisec.audit.savepoints"
+_E, _N, _C, _H = (cast(Table, m.__table__) for m in (AuditEntry, AuditNode, AuditCheckpoint, AuditHead))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One event for :func:`record_many`."""
+
+    actor: str
+    action: str
+    object: str
+    details: dict[str, Any] | None = None
+
+
+@dataclass
+class _Pending:
+    """What a transaction has recorded but not yet sealed (kept in ``session.info``)."""
+
+    origin: str
+    base: int
+    compact: CompactRange
+    rows: list[tuple[int, dt.datetime, str, str, str, bytes]] = field(default_factory=list)
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def _lock_head(session: Session) -> _Pending:
+    """Lock the head row (creating it once) and read the log's size and compact range."""
+    query = select(_H.c.origin, _H.c.size, _H.c.compact_range).where(_H.c.id == HEAD_ID).with_for_update()
+    row = session.execute(query).one_or_none()
+    if row is None:
+        values = {
+            "id": HEAD_ID,
+            "origin": f"gpaisec.local/audit/{uuid.uuid4().hex[:16]}",
+            "size": 0,
+            "root": EMPTY_ROOT,
+            "compact_range": b"",
+            "updated_at": utcnow(),
+        }
+        dialect = session.get_bind().dialect.name
+        # Two first writers may race to create the row; exactly one insert wins, both then lock it.
+        if dialect == "postgresql":
+            session.execute(pg_insert(_H).values(values).on_conflict_do_nothing(index_elements=["id"]))
+        else:
+            session.execute(sqlite_insert(_H).values(values).on_conflict_do_nothing(index_elements=["id"]))
+        row = session.execute(query).one()
+    origin, size, blob = row
+    try:
+        compact = CompactRange.from_bytes(size, blob)
+    except ValueError:
+        raise AuditIntegrityError(
+            "the audit head's compact range does not fit its size",
+            first_bad=None,
+            hint="run gpaisec audit verify",
+        ) from None
+    return _Pending(origin=origin, base=size, compact=compact)
+
+
+def _pending(session: Session) -> _Pending:
+    state = session.info.get(_STATE)
+    if state is None:
+        state = session.info[_STATE] = _lock_head(session)
+    assert isinstance(state, _Pending)
+    return state
+
+
+def record(
+    session: Session, *, actor: str, action: str, object: str, details: dict[str, Any] | None = None
+) -> int:
+    """Append one event to the audit log in ``session``'s transaction; return its sequence number.
+
+    ``details`` must be plain JSON (dict, list, str, int, finite float, bool, None); it is encoded now,
+    so later changes to the dict are not logged. The entry is written, hashed and covered by a signed
+    checkpoint when the transaction commits through :meth:`Workspace.transaction` (or :func:`seal`).
+    """
+    state = _pending(session)
+    seq = state.base + len(state.rows)
+    now = utcnow()
+    try:
+        data = encode_entry(seq, now, actor, action, object, details)
+    except EntryError as exc:
+        raise InputError(f"audit event {action!r} cannot be recorded: {exc}") from None
+    state.rows.append((seq, now, actor, action, object, data))
+    return seq
+
+
+def record_many(session: Session, events: Iterable[AuditEvent]) -> range:
+    """Append many events in order; return their sequence numbers (contiguous)."""
+    state = _pending(session)
+    first = state.base + len(state.rows)
+    rows = state.rows
+    added: list[tuple[int, dt.datetime, str, str, str, bytes]] = []
+    now = utcnow()
+    for i, ev in enumerate(events):
+        try:
+            data = encode_entry(first + i, now, ev.actor, ev.action, ev.object, ev.details)
+        except EntryError as exc:
+            raise InputError(f"audit event {i} ({ev.action!r}) cannot be recorded: {exc}") from None
+        added.append((first + i, now, ev.actor, ev.action, ev.object, data))
+    rows.extend(added)
+    return range(first, first + len(added))
+
+
+def has_pending(session: Session) -> bool:
+    """Whether this transaction recorded entries that :func:`seal` has not yet written."""
+    state = session.info.get(_STATE)
+    return bool(state is not None and state.rows)
+
+
+def seal(session: Session, signer: Signer) -> Checkpoint | None:
+    """Write this transaction's entries, their tree nodes, the new head and one signed checkpoint.
+
+    Call just before commit (Workspace.transaction does). Returns the checkpoint, or None if nothing was
+    recorded.
+    """
+    state = session.info.get(_STATE)
+    if state is None or not state.rows:
+        return None
+    assert isinstance(state, _Pending)
+    compact = state.compact.copy()
+    entries: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    for seq, time, actor, action, obj, data in state.rows:
+        leaf = leaf_hash(data)
+        for level, index, h in compact.append(leaf):
+            nodes.append({"id": flat_id(level, index), "hash": h})
+        entries.append(
+            {
+                "seq": seq,
+                "time": time,
+                "actor": actor,
+                "action": action,
+                "object": obj,
+                "entry": data,
+                "leaf_hash": leaf,
+            }
+        )
+    root = compact.root()
+    now = utcnow()
+    ckpt = sign_checkpoint(state.origin, compact.size, root, now, signer)
+    session.execute(insert(_E), entries)
+    if nodes:
+        session.execute(insert(_N), nodes)
+    moved = session.execute(
+        update(_H)
+        .where(_H.c.id == HEAD_ID, _H.c.size == state.base)
+        .values(size=compact.size, root=root, compact_range=compact.to_bytes(), updated_at=now)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        raise AuditIntegrityError(
+            "the audit log's head moved while this transaction held its lock",
+            hint="nothing was committed; retry",
+        )
+    session.execute(
+        insert(_C).values(size=ckpt.size, root=root, time=now, key_id=ckpt.key_id, note=ckpt.note)
+    )
+    del session.info[_STATE]
+    return ckpt
+
+
+# Session bookkeeping: entries recorded in a savepoint that rolls back are dropped; a transaction's
+# state never outlives it; a commit with unsealed entries is refused.
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _on_begin(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        state = session.info.get(_STATE)
+        session.info.setdefault(_MARKS, {})[transaction] = len(state.rows) if state is not None else 0
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _on_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    if not previous_transaction.nested:
+        session.info.pop(_STATE, None)
+        return
+    mark = session.info.get(_MARKS, {}).get(previous_transaction)
+    state = session.info.get(_STATE)
+    if mark is not None and state is not None:
+        del state.rows[mark:]
+        if not state.rows:
+            # The head lock may have been taken inside the savepoint and released with it.
+            del session.info[_STATE]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _on_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_STATE, None)
+        session.info.pop(_MARKS, None)
+
+
+@event.listens_for(Session, "before_commit")
+def _on_commit(session: Session) -> None:
+    if has_pending(session) and not session.in_nested_transaction():
+        raise AuditIntegrityError(
+            "a transaction recorded audit events but was committed without sealing them",
+            hint="use Workspace.transaction(), or call gpaisec.audit.service.seal() before commit",
+        )
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _snapshot(session: Session) -> None:
+    """Make every statement of this read see one snapshot (PostgreSQL; SQLite readers already do)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def trusted_key(ws: Workspace) -> PublicKey | None:
+    """The public key that this workspace's checkpoints must verify with (None: no key yet)."""
+    signer = load_signer(ws.keys_dir)
+    return signer.public_key if signer is not None else None
+
+
+def _require_key(ws: Workspace) -> PublicKey:
+    key = trusted_key(ws)
+    if key is None:
+        raise ConfigError(
+            f"the audit signing key is missing from {ws.keys_dir}",
+            hint="restore it from backup; without it the checkpoints cannot be verified",
+        )
+    return key
+
+
+class _StoreNodes:
+    """Stored subtree hashes: leaves from audit_entry.leaf_hash, interior nodes from audit_node."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def nodes(self, ids: Collection[NodeId]) -> Mapping[NodeId, bytes]:
+        out: dict[NodeId, bytes] = {}
+        leaves = [index for level, index in ids if level == 0]
+        inner = [flat_id(level, index) for level, index in ids if level > 0]
+        if leaves:
+            for seq, h in self.session.execute(select(_E.c.seq, _E.c.leaf_hash).where(_E.c.seq.in_(leaves))):
+                out[(0, seq)] = h
+        if inner:
+            for node, h in self.session.execute(select(_N.c.id, _N.c.hash).where(_N.c.id.in_(inner))):
+                out[from_flat_id(node)] = h
+        if len(out) != len(ids):
+            raise AuditIntegrityError(
+                "stored subtree hashes needed for this proof are missing", hint="run gpaisec audit verify"
+            )
+        return out
+
+
+def store_inclusion_proof(session: Session, seq: int, size: int) -> list[bytes]:
+    """The audit path for entry ``seq`` in the tree of ``size`` entries, read from stored subtrees."""
+    return inclusion_proof(seq, size, _StoreNodes(session))
+
+
+def _checkpoint_row(session: Session, size: int | None) -> tuple[int, str]:
+    query = select(_C.c.size, _C.c.note)
+    query = query.where(_C.c.size == size) if size is not None else query.order_by(_C.c.size.desc()).limit(1)
+    row = session.execute(query).one_or_none()
+    if row is None:
+        if size is None:
+            raise NotFoundError("the audit log has no checkpoint yet", hint="nothing has been recorded")
+        raise NotFoundError(
+            f"there is no checkpoint at size {size}",
+            hint="gpaisec audit log shows the entries; sizes grow by batch",
+        )
+    return int(row[0]), str(row[1])
+
+
+def prove(ws: Workspace, seq: int, *, checkpoint: int | None = None) -> InclusionProof:
+    """An inclusion proof for entry ``seq`` against a signed checkpoint (the latest by default).
+
+    The proof is checked before it is returned, so a damaged store cannot hand out a bad proof.
+    """
+    key = _require_key(ws)
+    with ws.reader() as s:
+        _snapshot(s)
+        size, note = _checkpoint_row(s, checkpoint)
+        ckpt = open_checkpoint(note, key, where=f"checkpoint at size {size}")
+        if not 0 <= seq < size:
+            raise InputError(
+                f"entry {seq} is not covered by the checkpoint at size {size}",
+                hint="entries are numbered from 0; pick a later checkpoint with --checkpoint",
+            )
+        data = s.execute(select(_E.c.entry).where(_E.c.seq == seq)).scalar_one_or_none()
+        if data is None:
+            raise AuditIntegrityError(f"entry {seq} is missing from the log", first_bad=seq)
+        path = store_inclusion_proof(s, seq, size)
+    try:
+        verify_inclusion(leaf_hash(data), seq, size, path, ckpt.root)
+    except AuditIntegrityError:
+        raise AuditIntegrityError(
+            f"the stored log does not prove entry {seq} against its checkpoint at size {size}",
+            hint="run gpaisec audit verify to find the damage",
+        ) from None
+    return InclusionProof(ckpt.origin, seq, size, bytes(data), tuple(path), ckpt.note, key.key_id)
+
+
+def consistency(ws: Workspace, old_size: int, new_size: int) -> ConsistencyProof:
+    """A proof that the checkpoint at ``old_size`` is a prefix of the checkpoint at ``new_size``.
+
+    Both sizes must be checkpoint sizes (``old_size`` may be 0); the proof is checked before it is
+    returned.
+    """
+    if not 0 <= old_size <= new_size:
+        raise InputError(f"no consistency proof from size {old_size} to size {new_size}", hint="OLD <= NEW")
+    key = _require_key(ws)
+    with ws.reader() as s:
+        _snapshot(s)
+        new = open_checkpoint(_checkpoint_row(s, new_size)[1], key, where=f"checkpoint at size {new_size}")
+        old: Checkpoint | None = None
+        if old_size:
+            old = open_checkpoint(
+                _checkpoint_row(s, old_size)[1], key, where=f"checkpoint at size {old_size}"
+            )
+        path = consistency_proof(old_size, new_size, _StoreNodes(s))
+    old_root = old.root if old is not None else EMPTY_ROOT
+    try:
+        verify_consistency(old_size, new_size, old_root, new.root, path)
+    except AuditIntegrityError as exc:
+        raise AuditIntegrityError(
+            f"the checkpoints at sizes {old_size} and {new_size} are not consistent: {exc.message}",
+            hint="run gpaisec audit verify",
+        ) from None
+    return ConsistencyProof(
+        new.origin,
+        old_size,
+        new_size,
+        old_root,
+        new.root,
+        tuple(path),
+        old.note if old is not None else None,
+        new.note,
+        key.key_id,
+    )
+
+
+def _entries(session: Session) -> Iterator[StoredEntry]:
+    query = select(_E.c.seq, _E.c.entry, _E.c.leaf_hash, _E.c.time, _E.c.actor, _E.c.action, _E.c.object)
+    result = session.execute(query.order_by(_E.c.seq).execution_options(yield_per=2000))
+    for seq, data, leaf, time, actor, action, obj in result:
+        yield StoredEntry(bytes(data), seq, bytes(leaf), (time, actor, action, obj))
+
+
+def _checkpoints(session: Session) -> Iterator[StoredCheckpoint]:
+    query = select(_C.c.size, _C.c.root, _C.c.note).order_by(_C.c.size).execution_options(yield_per=2000)
+    for size, root, note in session.execute(query):
+        yield StoredCheckpoint(note, size, bytes(root), where=f"checkpoint at size {size}")
+
+
+def _check_nodes(session: Session, size: int) -> bytes:
+    """Every stored interior node equals the one recomputed from the (already verified) leaf hashes.
+
+    Returns the compact range of the whole tree, for comparison with the head.
+    """
+    expected = size - size.bit_count()
+    stored = session.execute(select(func.count()).select_from(_N)).scalar_one()
+    batch: dict[int, bytes] = {}
+
+    def flush() -> None:
+        rows = dict(
+            session.execute(select(_N.c.id, _N.c.hash).where(_N.c.id.in_(list(batch)))).tuples().all()
+        )
+        for node, h in batch.items():
+            if rows.get(node) != h:
+                level, index = from_flat_id(node)
+                first, last = index << level, ((index + 1) << level) - 1
+                raise AuditIntegrityError(
+                    f"the stored subtree hash over entries {first}..{last} is "
+                    f"{'missing' if node not in rows else 'wrong'} (the entries verify): proofs fail",
+                    hint="the node table was changed; it can be rebuilt from the entries",
+                )
+        batch.clear()
+
+    cr = CompactRange()
+    query = select(_E.c.leaf_hash).order_by(_E.c.seq).execution_options(yield_per=5000)
+    for (leaf,) in session.execute(query):
+        for level, index, h in cr.append(bytes(leaf)):
+            batch[flat_id(level, index)] = h
+        if len(batch) >= 2000:
+            flush()
+    if batch:
+        flush()
+    if stored != expected:
+        raise AuditIntegrityError(
+            f"the node table holds {stored} subtree hashes; a log of {size} entries has {expected}",
+            hint="rows were added to audit_node behind the log's back",
+        )
+    return cr.to_bytes()
+
+
+def verify_session(session: Session, key: PublicKey) -> VerifyResult:
+    """Verify the log visible in ``session`` with the trusted ``key`` (see :mod:`gpaisec.audit._verifier`).
+
+    Beyond the entries and checkpoints, the head row must agree with them, and every stored subtree
+    hash must equal the one recomputed (a wrong one would make proofs fail).
+    """
+    head = session.execute(select(_H.c.origin, _H.c.size, _H.c.root, _H.c.compact_range)).all()
+    origin = head[0][0] if head else None
+    result = verify_log(_entries(session), _checkpoints(session), key=key, origin=origin)
+    if not head:
+        if result.tree_size:
+            raise AuditIntegrityError("the audit log has entries but no head row", first_bad=0)
+        return result
+    _, size, root, blob = head[0]
+    if size != result.tree_size:
+        first = min(size, result.tree_size)
+        raise AuditIntegrityError(
+            f"the head records {size} entries but the log holds {result.tree_size}: "
+            f"entry {first} onwards {'was removed' if size > result.tree_size else 'was added behind it'}",
+            first_bad=first,
+            hint="entries and their checkpoints were deleted or inserted directly in the database",
+        )
+    if root != result.root:
+        raise AuditIntegrityError(
+            "the head's root does not match the entries", hint="the head row was changed"
+        )
+    if _check_nodes(session, result.tree_size) != blob:
+        raise AuditIntegrityError(
+            "the head's compact range does not match the entries: the next append would be wrong",
+            hint="the head row was changed",
+        )
+    return result
+
+
+def verify(ws: Workspace) -> VerifyResult:
+    """Recompute the whole log from its entries and check every signed checkpoint. Raises
+    AuditIntegrityError naming the first entry that does not verify."""
+    with ws.reader() as s:
+        _snapshot(s)
+        key = trusted_key(ws)
+        if key is None:
+            count = s.execute(select(func.count()).select_from(_C)).scalar_one()
+            if count:
+                _require_key(ws)
+            key = PublicKey(b"\x00" * 32)  # nothing is signed; the empty log verifies trivially
+        return verify_session(s, key)
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    tree_size: int
+    checkpoints: int
+    root: bytes
+    key_id: str
+
+
+class _HashingWriter:
+    def __init__(self, path: Path) -> None:
+        self.f = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+        self.lines = 0
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+        self.sha.update(data)
+        self.bytes += len(data)
+        self.lines += 1
+
+    def close(self) -> dict[str, Any]:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        return {"sha256": self.sha.hexdigest(), "bytes": self.bytes, "lines": self.lines}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export(ws: Workspace, dest: Path) -> ExportResult:
+    """Write the log for an auditor into the new directory ``dest``, atomically.
+
+    Layout: ``entries.jsonl`` (each line the exact bytes that were hashed), ``leaf-hashes.txt``,
+    ``checkpoints.jsonl`` (``{"size", "note"}`` per line), ``public-key.pem`` and ``manifest.json``
+    (format, origin, size, root, key id, signed-note verifier key, and each file's SHA-256). Everything
+    is written into a temporary directory beside ``dest``, synced, then renamed into place. The log is
+    exported as stored, even if it does not verify, so that damage can be examined.
+    """
+    dest = dest.expanduser().absolute()
+    if dest.exists() or dest.is_symlink():
+        raise InputError(f"{dest} already exists", hint="export into a new directory")
+    if not dest.parent.is_dir():
+        raise InputError(f"{dest.parent} is not a directory")
+    key = _require_key(ws)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    try:
+        os.chmod(tmp, 0o755)  # noqa: S103 - an export is meant to be read by others
+        with ws.reader() as s:
+            _snapshot(s)
+            head = s.execute(select(_H.c.origin, _H.c.size, _H.c.root)).one_or_none()
+            origin, size, root = head if head is not None else (None, 0, EMPTY_ROOT)
+            entries, leaves = _HashingWriter(tmp / "entries.jsonl"), _HashingWriter(tmp / "leaf-hashes.txt")
+            query = select(_E.c.entry, _E.c.leaf_hash).order_by(_E.c.seq).execution_options(yield_per=5000)
+            for data, leaf in s.execute(query):
+                entries.write(bytes(data) + b"\n")
+                leaves.write(bytes(leaf).hex().encode() + b"\n")
+            files = {"entries.jsonl": entries.close(), "leaf-hashes.txt": leaves.close()}
+            cps = _HashingWriter(tmp / "checkpoints.jsonl")
+            for item in _checkpoints(s):
+                line = json.dumps({"size": item.size, "note": item.note}, sort_keys=True, ensure_ascii=False)
+                cps.write(line.encode() + b"\n")
+            files["checkpoints.jsonl"] = cps.close()
+        pem = _HashingWriter(tmp / "public-key.pem")
+        pem.write(key.pem())
+        files["public-key.pem"] = pem.close()
+        manifest = {
+            "format": EXPORT_FORMAT,
+            "origin": origin,
+            "tree_size": size,
+            "root": bytes(root).hex(),
+            "checkpoints": files["checkpoints.jsonl"]["lines"],
+            "key_id": key.key_id,
+            "vkey": vkey(origin, key) if origin else None,
+            "exported_at": utcnow().isoformat().replace("+00:00", "Z"),
+            "files": files,
+        }
+        man = _HashingWriter(tmp / "manifest.json")
+        man.write(json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
+        man.close()
+        _fsync_dir(tmp)
+        os.rename(tmp, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(dest, size, files["checkpoints.jsonl"]["lines"], bytes(root), key.key_id)
+
+
+# -- queries ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    seq: int
+    time: dt.datetime
+    actor: str
+    action: str
+    object: str
+    details: dict[str, Any]
+
+
+def log(
+    ws: Workspace,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    object: str | None = None,
+    since: dt.datetime | None = None,
+    limit: int | None = 100,
+) -> list[LogEntry]:
+    """The latest ``limit`` entries matching every filter given, oldest first.
+
+    ``action`` ending in ``.*`` matches by prefix (``device.*``); the others match exactly.
+    """
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be at least 1")
+    query = select(_E.c.seq, _E.c.entry)
+    if actor:
+        query = query.where(_E.c.actor == actor)
+    if action:
+        if action.endswith(".*"):
+            query = query.where(_E.c.action.startswith(action[:-1], autoescape=True))
+        else:
+            query = query.where(_E.c.action == action)
+    if object:
+        query = query.where(_E.c.object == object)
+    if since is not None:
+        query = query.where(_E.c.time >= since)
+    query = query.order_by(_E.c.seq.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    with ws.reader() as s:
+        rows = s.execute(query).all()
+    out = []
+    for _seq, data in reversed(rows):
+        value = json.loads(bytes(data))
+        out.append(
+            LogEntry(
+                value["seq"],
+                parse_time(value["time"]),
+                value["actor"],
+                value["action"],
+                value["object"],
+                value["details"],
+            )
+        )
+    return out
