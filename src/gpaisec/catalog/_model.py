@@ -279,7 +279,7 @@ class Catalog:
         if key in self._group_keys:
             return self._groups[self._group_keys[key]]
         keys = {**self._group_keys, **self._item_keys}
-        raise _not_found("catalog entry", any_id, keys, "C6, M6.2, A4.2, A4.2(1), T-M1.1")
+        raise _not_found("entry", any_id, keys, "C6, M6.2, A4.2, A4.2(1), T-M1.1")
 
     def article(self, article_id: str) -> Article:
         for art in self.articles:
