@@ -25,8 +25,10 @@ def postgres_available() -> bool:
     global _pg_ok
     if _pg_ok is None:
         try:
-            eng = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1),
-                                connect_args={"connect_timeout": 3})
+            eng = create_engine(
+                PG_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+                connect_args={"connect_timeout": 3},
+            )
             with eng.connect() as conn:
                 conn.execute(text("select 1"))
             eng.dispose()

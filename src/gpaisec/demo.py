@@ -50,35 +50,78 @@ def build(home: Path) -> Workspace:
     ws = Workspace.open(home, f"sqlite:///{home / DB_FILE}", actor="demo:setup")
     year = utcnow() + dt.timedelta(days=365)
 
-    framework = _doc(home, "safety-security-framework-v2.md",
-                     "# Safety and Security Framework v2\n\nApproved by the board risk committee.\n")
-    service.add_control(ws, "M1.1", title="Safety and Security Framework v2, board-approved",
-                        owner="Chief Risk Officer", description="Framework with risk tiers and trigger points.")
+    framework = _doc(
+        home,
+        "safety-security-framework-v2.md",
+        "# Safety and Security Framework v2\n\nApproved by the board risk committee.\n",
+    )
+    service.add_control(
+        ws,
+        "M1.1",
+        title="Safety and Security Framework v2, board-approved",
+        owner="Chief Risk Officer",
+        description="Framework with risk tiers and trigger points.",
+    )
     service.attest(
-        ws, "M1.1", claim=Verdict.met, attested_by="Dr. Lena Vogt", role="Chief Risk Officer",
-        statement="Framework v2 was confirmed by the board on 2026-03-02 and covers every element of the measure; "
-                  "see the attached document.",
-        valid_until=year, documents=[framework]) if False else service.attest(
-        ws, "M1.1", claim=Verdict.met, attested_by="Dr. Lena Vogt", role="Chief Risk Officer",
-        statement="Framework v2 was confirmed by the board on 2026-03-02 and covers every element of the measure; "
-                  "see the attached document.",
-        valid_until=year, documents=[framework])
-    service.attest(ws, "M8.1", claim=Verdict.partly_met, attested_by="Dr. Lena Vogt", role="Chief Risk Officer",
-                   statement="Board committee, executive owners and the CRO role are assigned; internal audit's "
-                             "charter does not yet cover systemic risk.", valid_until=year)
-    service.attest(ws, "A4.2(6)", claim=Verdict.met, attested_by="Marco Ruiz", role="Head of Physical Security",
-                   statement="Data-centre access is badge-controlled and limited to 14 named staff; quarterly "
-                             "inspections, last on 2026-10-12.", valid_until=year)
-    service.attest(ws, "A4.2(5)", claim=Verdict.not_met, attested_by="Priya Raman", role="CISO",
-                   statement="No attested TEE is used for inference yet; confidential-computing pilot planned "
-                             "for Q2 2027.", valid_until=year)
-    service.attest(ws, "A4.1(2)", claim=Verdict.met, attested_by="Priya Raman", role="CISO",
-                   statement="Mail gateway sandboxes attachments and rewrites links for every mailbox; phishing "
-                             "simulation monthly.", valid_until=year)
-    service.attest(ws, "M10.2", claim=Verdict.not_applicable, attested_by="Dr. Lena Vogt",
-                   role="Chief Risk Officer",
-                   statement="No model has been placed on the market yet, so there are no reports to publish.",
-                   valid_until=year)
+        ws,
+        "M1.1",
+        claim=Verdict.met,
+        attested_by="Dr. Lena Vogt",
+        role="Chief Risk Officer",
+        statement="Framework v2 was confirmed by the board on 2026-03-02 and covers every element of the "
+        "measure; see the attached document.",
+        valid_until=year,
+        documents=[framework],
+    )
+    service.attest(
+        ws,
+        "M8.1",
+        claim=Verdict.partly_met,
+        attested_by="Dr. Lena Vogt",
+        role="Chief Risk Officer",
+        statement="Board committee, executive owners and the CRO role are assigned; internal audit's "
+        "charter does not yet cover systemic risk.",
+        valid_until=year,
+    )
+    service.attest(
+        ws,
+        "A4.2(6)",
+        claim=Verdict.met,
+        attested_by="Marco Ruiz",
+        role="Head of Physical Security",
+        statement="Data-centre access is badge-controlled and limited to 14 named staff; quarterly "
+        "inspections, last on 2026-10-12.",
+        valid_until=year,
+    )
+    service.attest(
+        ws,
+        "A4.2(5)",
+        claim=Verdict.not_met,
+        attested_by="Priya Raman",
+        role="CISO",
+        statement="No attested TEE is used for inference yet; confidential-computing pilot planned "
+        "for Q2 2027.",
+        valid_until=year,
+    )
+    service.attest(
+        ws,
+        "A4.1(2)",
+        claim=Verdict.met,
+        attested_by="Priya Raman",
+        role="CISO",
+        statement="Mail gateway sandboxes attachments and rewrites links for every mailbox; phishing "
+        "simulation monthly.",
+        valid_until=year,
+    )
+    service.attest(
+        ws,
+        "M10.2",
+        claim=Verdict.not_applicable,
+        attested_by="Dr. Lena Vogt",
+        role="Chief Risk Officer",
+        statement="No model has been placed on the market yet, so there are no reports to publish.",
+        valid_until=year,
+    )
     for step in DEMO_STEPS:
         step(ws)
     ws.actor = "demo:assessor"

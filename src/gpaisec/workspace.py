@@ -96,11 +96,10 @@ class Workspace:
     @contextmanager
     def reader(self) -> Iterator[Session]:
         """A session for reads; nothing it does is committed."""
+        # close() (on leaving the block) detaches the loaded objects without expiring them, and ends the
+        # database transaction without committing anything.
         with self._sessions() as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     @property
     def keys_dir(self) -> Path:

@@ -37,14 +37,18 @@ def test_empty_workspace_has_no_evidence_for_every_item(workspace: Workspace) ->
     assert report.summary["total"] == 57
     got = verdicts(report)
     # Areas may register checks; everything they do not grade must be honest "no evidence".
-    assert all(v in (Verdict.no_evidence, Verdict.not_met, Verdict.partly_met, Verdict.met) for v in got.values())
+    assert all(
+        v in (Verdict.no_evidence, Verdict.not_met, Verdict.partly_met, Verdict.met) for v in got.values()
+    )
     assert got["M1.1"] is Verdict.no_evidence
     assert any("gpaisec attest" in r for r in next(x for x in report.results if x.item_id == "M1.1").reasons)
 
 
 def test_attestations_give_verdicts(workspace: Workspace) -> None:
     service.attest(workspace, "M1.1", claim=Verdict.met, statement=STATEMENT, attested_by="Dr. Vogt")
-    service.attest(workspace, "M10.2", claim=Verdict.not_applicable, statement=STATEMENT, attested_by="Dr. Vogt")
+    service.attest(
+        workspace, "M10.2", claim=Verdict.not_applicable, statement=STATEMENT, attested_by="Dr. Vogt"
+    )
     service.attest(workspace, "M8.1", claim=Verdict.met, statement=STATEMENT, attested_by="A")
     service.attest(workspace, "M8.1", claim=Verdict.partly_met, statement=STATEMENT, attested_by="B")
     got = verdicts(assessment.assess(workspace))
@@ -54,8 +58,14 @@ def test_attestations_give_verdicts(workspace: Workspace) -> None:
 
 
 def test_expired_and_withdrawn_attestations_do_not_count(workspace: Workspace) -> None:
-    att = service.attest(workspace, "M1.2", claim=Verdict.met, statement=STATEMENT, attested_by="A",
-                         valid_until=utcnow() + dt.timedelta(days=1))
+    att = service.attest(
+        workspace,
+        "M1.2",
+        claim=Verdict.met,
+        statement=STATEMENT,
+        attested_by="A",
+        valid_until=utcnow() + dt.timedelta(days=1),
+    )
     later = utcnow() + dt.timedelta(days=2)
     result = next(r for r in assessment.assess(workspace, now=later).results if r.item_id == "M1.2")
     assert result.verdict is Verdict.no_evidence
@@ -103,8 +113,9 @@ def test_runs_are_stored_and_reloaded(workspace: Workspace) -> None:
 def test_attestation_documents_are_hashed(workspace: Workspace, tmp_path: Path) -> None:
     doc = tmp_path / "policy.pdf"
     doc.write_bytes(b"%PDF-1.7 fake policy")
-    att = service.attest(workspace, "M8.3", claim=Verdict.met, statement=STATEMENT, attested_by="A",
-                         documents=[doc])
+    att = service.attest(
+        workspace, "M8.3", claim=Verdict.met, statement=STATEMENT, attested_by="A", documents=[doc]
+    )
     (ev,) = service.list_evidence(workspace, "M8.3")
     assert ev.id in att.evidence_ids
     import hashlib
@@ -131,8 +142,9 @@ def test_bad_attestations_are_refused(workspace: Workspace, kwargs: dict[str, ob
 
 
 def test_exports(workspace: Workspace) -> None:
-    service.attest(workspace, "M1.1", claim=Verdict.met, statement=STATEMENT + " <script>x</script>",
-                   attested_by="A")
+    service.attest(
+        workspace, "M1.1", claim=Verdict.met, statement=STATEMENT + " <script>x</script>", attested_by="A"
+    )
     report = assessment.assess(workspace)
     doc = json.loads(render_text(report, "json"))
     assert len(doc["assessment"]["results"]) == 57

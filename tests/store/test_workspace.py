@@ -59,7 +59,9 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     "url",
     ["not a url", "mysql://root@localhost/x", "postgresql://nobody@127.0.0.1:1/none"],
 )
-def test_bad_database_urls_give_one_clear_error(tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_database_urls_give_one_clear_error(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(StoreError):
         Workspace.open(tmp_path / "ws", url)
     os.environ["GPAISEC_DATABASE_URL"] = url

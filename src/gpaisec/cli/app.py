@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from click.exceptions import ClickException, Exit
 from click.exceptions import Abort as ClickAbort
+from click.exceptions import ClickException, Exit
 
 from gpaisec import __version__
 from gpaisec.cli import common
@@ -54,11 +54,12 @@ def root(
 
 
 def _register() -> None:
-    from gpaisec.cli import assess, audit, catalog, demo
+    from gpaisec.cli import assess, audit, catalog, demo, registry
 
     app.add_typer(catalog.app, name="catalog")
     app.add_typer(audit.app, name="audit")
     assess.register(app)
+    registry.register(app)
     demo.register(app)
 
 

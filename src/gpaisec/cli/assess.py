@@ -24,9 +24,13 @@ STYLES = {
     Verdict.no_evidence: "magenta",
 }
 
-evidence_app = typer.Typer(help="Evidence records: documents and data that show a measure is met.", no_args_is_help=True)
+evidence_app = typer.Typer(
+    help="Evidence records: documents and data that show a measure is met.", no_args_is_help=True
+)
 controls_app = typer.Typer(help="Controls: how the provider meets each measure.", no_args_is_help=True)
-attestations_app = typer.Typer(help="Attestations: named people's statements about measures.", no_args_is_help=True)
+attestations_app = typer.Typer(
+    help="Attestations: named people's statements about measures.", no_args_is_help=True
+)
 
 
 def parse_date(value: str | None, what: str) -> dt.datetime | None:
@@ -35,7 +39,9 @@ def parse_date(value: str | None, what: str) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise InputError(f"{what} {value!r} is not a date", hint="use YYYY-MM-DD or an ISO 8601 time") from None
+        raise InputError(
+            f"{what} {value!r} is not a date", hint="use YYYY-MM-DD or an ISO 8601 time"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
@@ -97,12 +103,25 @@ def report_cmd(
 def assessments_cmd(fmt: common.FormatOption = common.OutputFormat.table) -> None:
     """List past assessment runs, newest first."""
     rows = assessment.history(common.workspace())
-    common.emit(fmt, rows, lambda: common.print_table(
-        "Assessment runs", ["run", "when", "by", "chapter", "met", "partly", "not met", "n/a", "no evidence"],
-        [[r["run_id"], r["started_at"].strftime("%Y-%m-%d %H:%M"), r["actor"], r["chapter"],
-          *(r["summary"].get(v.value, 0) for v in Verdict)] for r in rows],
-        empty="no assessment yet: run `gpaisec assess`",
-    ))
+    common.emit(
+        fmt,
+        rows,
+        lambda: common.print_table(
+            "Assessment runs",
+            ["run", "when", "by", "chapter", "met", "partly", "not met", "n/a", "no evidence"],
+            [
+                [
+                    r["run_id"],
+                    r["started_at"].strftime("%Y-%m-%d %H:%M"),
+                    r["actor"],
+                    r["chapter"],
+                    *(r["summary"].get(v.value, 0) for v in Verdict),
+                ]
+                for r in rows
+            ],
+            empty="no assessment yet: run `gpaisec assess`",
+        ),
+    )
 
 
 def attest_cmd(
@@ -111,17 +130,29 @@ def attest_cmd(
     statement: Annotated[str, typer.Option(help="What is done and where it is documented.")],
     by: Annotated[str, typer.Option("--by", help="The person who makes the statement.")],
     role: Annotated[str, typer.Option(help="Their role, e.g. CISO.")] = "",
-    valid_until: Annotated[str | None, typer.Option(help="YYYY-MM-DD after which it no longer holds.")] = None,
-    document: Annotated[list[Path] | None, typer.Option("--document", "-d", help="Attach a file (hashed).")] = None,
+    valid_until: Annotated[
+        str | None, typer.Option(help="YYYY-MM-DD after which it no longer holds.")
+    ] = None,
+    document: Annotated[
+        list[Path] | None, typer.Option("--document", "-d", help="Attach a file (hashed).")
+    ] = None,
     fmt: common.FormatOption = common.OutputFormat.table,
 ) -> None:
     """Record a person's attestation that an item is met, partly met, not met or not applicable."""
     att = service.attest(
-        common.workspace(), item, claim=claim, statement=statement, attested_by=by, role=role,
-        valid_until=parse_date(valid_until, "--valid-until"), documents=document or [],
+        common.workspace(),
+        item,
+        claim=claim,
+        statement=statement,
+        attested_by=by,
+        role=role,
+        valid_until=parse_date(valid_until, "--valid-until"),
+        documents=document or [],
     )
     data = {"id": att.id, "item": att.item_id, "claim": att.claim, "evidence": att.evidence_ids}
-    common.emit(fmt, data, lambda: common.info(f"attestation {att.id} recorded for {att.item_id}: {att.claim}"))
+    common.emit(
+        fmt, data, lambda: common.info(f"attestation {att.id} recorded for {att.item_id}: {att.claim}")
+    )
 
 
 @attestations_app.command("list")
@@ -132,15 +163,42 @@ def attestations_list(
 ) -> None:
     """List attestations."""
     rows = service.list_attestations(common.workspace(), item, include_withdrawn=withdrawn)
-    data = [{"id": a.id, "item": a.item_id, "claim": a.claim, "by": a.attested_by, "role": a.role,
-             "attested_at": a.attested_at, "valid_until": a.valid_until, "withdrawn_at": a.withdrawn_at,
-             "statement": a.statement, "evidence": a.evidence_ids} for a in rows]
-    common.emit(fmt, data, lambda: common.print_table(
-        "Attestations", ["id", "item", "claim", "by", "valid until", "statement"],
-        [[a.id, a.item_id, a.claim, a.attested_by, a.valid_until.date() if a.valid_until else "",
-          a.statement[:80]] for a in rows],
-        empty="no attestations: record one with `gpaisec attest ITEM --claim met --statement ... --by NAME`",
-    ))
+    data = [
+        {
+            "id": a.id,
+            "item": a.item_id,
+            "claim": a.claim,
+            "by": a.attested_by,
+            "role": a.role,
+            "attested_at": a.attested_at,
+            "valid_until": a.valid_until,
+            "withdrawn_at": a.withdrawn_at,
+            "statement": a.statement,
+            "evidence": a.evidence_ids,
+        }
+        for a in rows
+    ]
+    common.emit(
+        fmt,
+        data,
+        lambda: common.print_table(
+            "Attestations",
+            ["id", "item", "claim", "by", "valid until", "statement"],
+            [
+                [
+                    a.id,
+                    a.item_id,
+                    a.claim,
+                    a.attested_by,
+                    a.valid_until.date() if a.valid_until else "",
+                    a.statement[:80],
+                ]
+                for a in rows
+            ],
+            empty="no attestations: record one with "
+            "`gpaisec attest ITEM --claim met --statement ... --by NAME`",
+        ),
+    )
 
 
 @attestations_app.command("withdraw")
@@ -162,8 +220,14 @@ def evidence_add(
     fmt: common.FormatOption = common.OutputFormat.table,
 ) -> None:
     """Record a piece of evidence."""
-    ev = service.add_evidence(common.workspace(), items, title=title, source=source, path=file,
-                              expires_at=parse_date(expires, "--expires"))
+    ev = service.add_evidence(
+        common.workspace(),
+        items,
+        title=title,
+        source=source,
+        path=file,
+        expires_at=parse_date(expires, "--expires"),
+    )
     data = {"id": ev.id, "items": ev.item_ids, "sha256": ev.content_sha256, "size": ev.size}
     common.emit(fmt, data, lambda: common.info(f"evidence {ev.id} recorded (sha256 {ev.content_sha256})"))
 
@@ -175,15 +239,41 @@ def evidence_list(
 ) -> None:
     """List evidence."""
     rows = service.list_evidence(common.workspace(), item)
-    data = [{"id": e.id, "items": e.item_ids, "kind": e.kind, "title": e.title, "source": e.source,
-             "sha256": e.content_sha256, "size": e.size, "collected_at": e.collected_at,
-             "collected_by": e.collected_by, "expires_at": e.expires_at} for e in rows]
-    common.emit(fmt, data, lambda: common.print_table(
-        "Evidence", ["id", "items", "title", "sha256", "collected", "expires"],
-        [[e.id, ", ".join(e.item_ids), e.title, e.content_sha256[:16] + "…", e.collected_at.date(),
-          e.expires_at.date() if e.expires_at else ""] for e in rows],
-        empty="no evidence: add some with `gpaisec evidence add ITEM --file F --title T --source S`",
-    ))
+    data = [
+        {
+            "id": e.id,
+            "items": e.item_ids,
+            "kind": e.kind,
+            "title": e.title,
+            "source": e.source,
+            "sha256": e.content_sha256,
+            "size": e.size,
+            "collected_at": e.collected_at,
+            "collected_by": e.collected_by,
+            "expires_at": e.expires_at,
+        }
+        for e in rows
+    ]
+    common.emit(
+        fmt,
+        data,
+        lambda: common.print_table(
+            "Evidence",
+            ["id", "items", "title", "sha256", "collected", "expires"],
+            [
+                [
+                    e.id,
+                    ", ".join(e.item_ids),
+                    e.title,
+                    e.content_sha256[:16] + "…",
+                    e.collected_at.date(),
+                    e.expires_at.date() if e.expires_at else "",
+                ]
+                for e in rows
+            ],
+            empty="no evidence: add some with `gpaisec evidence add ITEM --file F --title T --source S`",
+        ),
+    )
 
 
 @controls_app.command("add")
@@ -196,8 +286,9 @@ def controls_add(
     fmt: common.FormatOption = common.OutputFormat.table,
 ) -> None:
     """Record how the provider meets a measure."""
-    c = service.add_control(common.workspace(), item, title=title, owner=owner, description=description,
-                            status=status)
+    c = service.add_control(
+        common.workspace(), item, title=title, owner=owner, description=description, status=status
+    )
     common.emit(fmt, {"id": c.id, "item": c.item_id}, lambda: common.info(f"control {c.id} recorded"))
 
 
@@ -207,13 +298,27 @@ def controls_list(
 ) -> None:
     """List controls."""
     rows = service.list_controls(common.workspace(), item)
-    data = [{"id": c.id, "item": c.item_id, "title": c.title, "owner": c.owner, "status": c.status,
-             "description": c.description} for c in rows]
-    common.emit(fmt, data, lambda: common.print_table(
-        "Controls", ["id", "item", "title", "owner", "status"],
-        [[c.id, c.item_id, c.title, c.owner, c.status] for c in rows],
-        empty="no controls: add one with `gpaisec controls add ITEM --title T --owner O`",
-    ))
+    data = [
+        {
+            "id": c.id,
+            "item": c.item_id,
+            "title": c.title,
+            "owner": c.owner,
+            "status": c.status,
+            "description": c.description,
+        }
+        for c in rows
+    ]
+    common.emit(
+        fmt,
+        data,
+        lambda: common.print_table(
+            "Controls",
+            ["id", "item", "title", "owner", "status"],
+            [[c.id, c.item_id, c.title, c.owner, c.status] for c in rows],
+            empty="no controls: add one with `gpaisec controls add ITEM --title T --owner O`",
+        ),
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -20,7 +20,8 @@ from rich.table import Table
 
 from gpaisec.workspace import Workspace
 
-stdout = Console(soft_wrap=True)
+# Piped output is not cut to 80 columns: tables stay readable in files and CI logs.
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True, soft_wrap=True)
 
 

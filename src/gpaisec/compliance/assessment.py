@@ -46,9 +46,14 @@ class ItemResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.item_id, "kind": self.kind, "parent": self.parent, "title": self.title,
-            "verdict": self.verdict.value, "reasons": list(self.reasons),
-            "evidence": list(self.evidence), "sources": list(self.sources),
+            "id": self.item_id,
+            "kind": self.kind,
+            "parent": self.parent,
+            "title": self.title,
+            "verdict": self.verdict.value,
+            "reasons": list(self.reasons),
+            "evidence": list(self.evidence),
+            "sources": list(self.sources),
         }
 
 
@@ -94,7 +99,9 @@ def _assess_item(ctx: CheckContext, item: CatalogItem, attestations: list[Attest
             result = reg.fn(ctx, item.id)
         except Exception as exc:  # a broken check must not pass an item: fail closed, say why
             graded.append(Verdict.not_met)
-            reasons.append(f"check {reg.name} could not run ({exc.__class__.__name__}: {exc}); counted as not met")
+            reasons.append(
+                f"check {reg.name} could not run ({exc.__class__.__name__}: {exc}); counted as not met"
+            )
             continue
         if result.verdict is not Verdict.no_evidence:
             graded.append(result.verdict)
@@ -105,7 +112,9 @@ def _assess_item(ctx: CheckContext, item: CatalogItem, attestations: list[Attest
     not_applicable: list[Attestation] = []
     for att in attestations:
         if att.valid_until is not None and att.valid_until <= ctx.now:
-            reasons.append(f"attestation {att.id} by {att.attested_by} expired on {att.valid_until.date()}; ignored")
+            reasons.append(
+                f"attestation {att.id} by {att.attested_by} expired on {att.valid_until.date()}; ignored"
+            )
             continue
         sources.append(f"attestation:{att.id}")
         claim = Verdict(att.claim)
@@ -132,12 +141,17 @@ def _assess_item(ctx: CheckContext, item: CatalogItem, attestations: list[Attest
         verdict = Verdict.no_evidence
         if not reasons:
             reasons.append(
-                "no automated check covers this item yet and nobody has attested to it; "
-                "record an attestation with `gpaisec attest`"
+                "no automated check and no attestation yet; record one with `gpaisec attest`"
             )
     return ItemResult(
-        item_id=item.id, kind=item.kind, parent=item.parent, title=item.title, verdict=verdict,
-        reasons=tuple(reasons), evidence=tuple(e.to_json() for e in evidence), sources=tuple(sources),
+        item_id=item.id,
+        kind=item.kind,
+        parent=item.parent,
+        title=item.title,
+        verdict=verdict,
+        reasons=tuple(reasons),
+        evidence=tuple(e.to_json() for e in evidence),
+        sources=tuple(sources),
     )
 
 
@@ -165,22 +179,44 @@ def assess(ws: Workspace, *, chapter: str = "safety-security", now: dt.datetime 
         finished = utcnow()
         summary = _summary(results)
         run = AssessmentRun(
-            id=new_id("run"), started_at=started, finished_at=finished, actor=ws.actor, chapter=chapter,
-            catalog_version=catalog.version, catalog_digest=catalog.digest, summary=summary,
+            id=new_id("run"),
+            started_at=started,
+            finished_at=finished,
+            actor=ws.actor,
+            chapter=chapter,
+            catalog_version=catalog.version,
+            catalog_digest=catalog.digest,
+            summary=summary,
         )
         run.results = [
             AssessmentResult(
-                item_id=r.item_id, position=i, verdict=r.verdict.value, reasons=list(r.reasons),
-                evidence=list(r.evidence), sources=list(r.sources),
+                item_id=r.item_id,
+                position=i,
+                verdict=r.verdict.value,
+                reasons=list(r.reasons),
+                evidence=list(r.evidence),
+                sources=list(r.sources),
             )
             for i, r in enumerate(results)
         ]
         s.add(run)
-        record(s, actor=ws.actor, action="assessment.run", object=run.id,
-               details={"chapter": chapter, "summary": summary, "catalog_sha256": catalog.digest})
+        record(
+            s,
+            actor=ws.actor,
+            action="assessment.run",
+            object=run.id,
+            details={"chapter": chapter, "summary": summary, "catalog_sha256": catalog.digest},
+        )
     return Report(
-        run_id=run.id, started_at=started, finished_at=finished, actor=ws.actor, chapter=chapter,
-        catalog_version=catalog.version, catalog_digest=catalog.digest, results=tuple(results), summary=summary,
+        run_id=run.id,
+        started_at=started,
+        finished_at=finished,
+        actor=ws.actor,
+        chapter=chapter,
+        catalog_version=catalog.version,
+        catalog_digest=catalog.digest,
+        results=tuple(results),
+        summary=summary,
     )
 
 
@@ -190,17 +226,31 @@ def _report_from_run(run: AssessmentRun) -> Report:
     for r in run.results:
         try:
             item = catalog.get(r.item_id)
-            kind, parent, title = item.kind, item.parent, item.title
+            kind, parent, title = str(item.kind), item.parent, item.title
         except NotFoundError:
             kind, parent, title = "unknown", "", r.item_id
-        results.append(ItemResult(
-            item_id=r.item_id, kind=kind, parent=parent, title=title, verdict=Verdict(r.verdict),
-            reasons=tuple(r.reasons), evidence=tuple(r.evidence), sources=tuple(r.sources),
-        ))
+        results.append(
+            ItemResult(
+                item_id=r.item_id,
+                kind=kind,
+                parent=parent,
+                title=title,
+                verdict=Verdict(r.verdict),
+                reasons=tuple(r.reasons),
+                evidence=tuple(r.evidence),
+                sources=tuple(r.sources),
+            )
+        )
     return Report(
-        run_id=run.id, started_at=run.started_at, finished_at=run.finished_at, actor=run.actor,
-        chapter=run.chapter, catalog_version=run.catalog_version, catalog_digest=run.catalog_digest,
-        results=tuple(results), summary=dict(run.summary),
+        run_id=run.id,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        actor=run.actor,
+        chapter=run.chapter,
+        catalog_version=run.catalog_version,
+        catalog_digest=run.catalog_digest,
+        results=tuple(results),
+        summary=dict(run.summary),
     )
 
 
@@ -222,6 +272,12 @@ def history(ws: Workspace, limit: int = 20) -> list[dict[str, Any]]:
     with ws.reader() as s:
         runs = s.scalars(select(AssessmentRun).order_by(AssessmentRun.started_at.desc()).limit(limit))
         return [
-            {"run_id": r.id, "started_at": r.started_at, "actor": r.actor, "chapter": r.chapter, "summary": r.summary}
+            {
+                "run_id": r.id,
+                "started_at": r.started_at,
+                "actor": r.actor,
+                "chapter": r.chapter,
+                "summary": r.summary,
+            }
             for r in runs
         ]

@@ -82,7 +82,9 @@ class AssessmentResult(Base):
     __tablename__ = "assessment_results"
     __table_args__ = (Index("ix_assessment_results_item", "item_id", "run_id"),)
 
-    run_id: Mapped[str] = mapped_column(ForeignKey("assessment_runs.id", ondelete="CASCADE"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("assessment_runs.id", ondelete="CASCADE"), primary_key=True
+    )
     item_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)
     verdict: Mapped[str] = mapped_column(String(20))

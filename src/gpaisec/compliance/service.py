@@ -38,18 +38,31 @@ def add_control(
 ) -> Control:
     item_id = _item_id(item)
     if status not in CONTROL_STATUSES:
-        raise InputError(f"unknown control status {status!r}", hint=f"use one of {', '.join(CONTROL_STATUSES)}")
+        raise InputError(
+            f"unknown control status {status!r}", hint=f"use one of {', '.join(CONTROL_STATUSES)}"
+        )
     if not title.strip() or not owner.strip():
         raise InputError("a control needs a title and an owner")
     now = utcnow()
     control = Control(
-        id=new_id("ctl"), item_id=item_id, title=title.strip(), owner=owner.strip(),
-        description=description, status=status, created_at=now, updated_at=now,
+        id=new_id("ctl"),
+        item_id=item_id,
+        title=title.strip(),
+        owner=owner.strip(),
+        description=description,
+        status=status,
+        created_at=now,
+        updated_at=now,
     )
     with ws.transaction() as s:
         s.add(control)
-        record(s, actor=ws.actor, action="control.add", object=control.id,
-               details={"item": item_id, "title": control.title, "owner": control.owner, "status": status})
+        record(
+            s,
+            actor=ws.actor,
+            action="control.add",
+            object=control.id,
+            details={"item": item_id, "title": control.title, "owner": control.owner, "status": status},
+        )
     return control
 
 
@@ -83,14 +96,28 @@ def add_evidence(
     else:
         raise InputError("evidence needs a file or content", hint="pass --file")
     ev = Evidence(
-        id=new_id("ev"), item_ids=item_ids, kind=kind, title=title, source=source,
-        content_sha256=digest, size=size, media_type=media, stored_as=stored_as,
-        collected_at=collected_at or utcnow(), collected_by=ws.actor, expires_at=expires_at,
+        id=new_id("ev"),
+        item_ids=item_ids,
+        kind=kind,
+        title=title,
+        source=source,
+        content_sha256=digest,
+        size=size,
+        media_type=media,
+        stored_as=stored_as,
+        collected_at=collected_at or utcnow(),
+        collected_by=ws.actor,
+        expires_at=expires_at,
     )
     with ws.transaction() as s:
         s.add(ev)
-        record(s, actor=ws.actor, action="evidence.add", object=ev.id,
-               details={"items": item_ids, "sha256": digest, "source": source, "title": title})
+        record(
+            s,
+            actor=ws.actor,
+            action="evidence.add",
+            object=ev.id,
+            details={"items": item_ids, "sha256": digest, "source": source, "title": title},
+        )
     return ev
 
 
@@ -108,7 +135,9 @@ def attest(
     """A person states that an item is met, partly met, not met or not applicable, and why."""
     item_id = _item_id(item)
     if claim is Verdict.no_evidence:
-        raise InputError("an attestation must claim a verdict", hint="use met, partly_met, not_met or not_applicable")
+        raise InputError(
+            "an attestation must claim a verdict", hint="use met, partly_met, not_met or not_applicable"
+        )
     if len(statement.strip()) < 20:
         raise InputError(
             "the statement is too short to support a verdict",
@@ -118,19 +147,36 @@ def attest(
         raise InputError("an attestation needs the name of the person who makes it")
     _future(valid_until, "the validity end")
     evidence_ids = [
-        add_evidence(ws, [item_id], title=f"document for attestation: {doc.name}", source=attested_by,
-                     path=doc, expires_at=valid_until).id
+        add_evidence(
+            ws,
+            [item_id],
+            title=f"document for attestation: {doc.name}",
+            source=attested_by,
+            path=doc,
+            expires_at=valid_until,
+        ).id
         for doc in documents
     ]
     att = Attestation(
-        id=new_id("att"), item_id=item_id, claim=claim.value, statement=statement.strip(),
-        attested_by=attested_by.strip(), role=role, attested_at=utcnow(), valid_until=valid_until,
+        id=new_id("att"),
+        item_id=item_id,
+        claim=claim.value,
+        statement=statement.strip(),
+        attested_by=attested_by.strip(),
+        role=role,
+        attested_at=utcnow(),
+        valid_until=valid_until,
         evidence_ids=evidence_ids,
     )
     with ws.transaction() as s:
         s.add(att)
-        record(s, actor=ws.actor, action="attestation.add", object=att.id,
-               details={"item": item_id, "claim": claim.value, "by": att.attested_by, "evidence": evidence_ids})
+        record(
+            s,
+            actor=ws.actor,
+            action="attestation.add",
+            object=att.id,
+            details={"item": item_id, "claim": claim.value, "by": att.attested_by, "evidence": evidence_ids},
+        )
     return att
 
 
@@ -165,7 +211,9 @@ def list_evidence(ws: Workspace, item: str | None = None) -> list[Evidence]:
     return rows
 
 
-def list_attestations(ws: Workspace, item: str | None = None, *, include_withdrawn: bool = False) -> list[Attestation]:
+def list_attestations(
+    ws: Workspace, item: str | None = None, *, include_withdrawn: bool = False
+) -> list[Attestation]:
     with ws.reader() as s:
         q = select(Attestation).order_by(Attestation.item_id, Attestation.attested_at)
         if item:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import gpaisec.audit.models
-import gpaisec.compliance.models  # noqa: F401
+import gpaisec.compliance.models
+import gpaisec.weights.models  # noqa: F401
 from gpaisec.store.base import Base
 
 metadata = Base.metadata

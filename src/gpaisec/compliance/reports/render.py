@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from gpaisec import __version__
+from gpaisec.catalog import to_oscal_id
 from gpaisec.compliance.assessment import Report
 from gpaisec.compliance.verdicts import Verdict
 from gpaisec.errors import InputError
@@ -37,14 +38,6 @@ def _uuid(*parts: str) -> str:
 def to_json(report: Report) -> str:
     doc = {"gpaisec": __version__, "assessment": report.to_json()}
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-
-
-def oscal_token(item_id: str) -> str:
-    """An OSCAL-token-safe control id for a catalog id: "A4.2(1)" -> "a4-2-1", "M1.1" -> "m1-1"."""
-    out = []
-    for ch in item_id.lower():
-        out.append(ch if ch.isalnum() else "-")
-    return "-".join(filter(None, "".join(out).split("-")))
 
 
 def to_oscal(report: Report) -> str:
@@ -75,22 +68,26 @@ def to_oscal(report: Report) -> str:
             observation["relevant-evidence"] = evidence
         observations.append(observation)
         state = "satisfied" if r.verdict in (Verdict.met, Verdict.not_applicable) else "not-satisfied"
-        reason = {Verdict.met: "pass", Verdict.not_met: "fail", Verdict.partly_met: "fail"}.get(r.verdict, "other")
-        findings.append({
-            "uuid": _uuid(run, "finding", r.item_id),
-            "title": f"{r.item_id}: {r.verdict.label}",
-            "description": "\n".join(r.reasons) or r.verdict.label,
-            "props": [
-                {"name": "verdict", "ns": NS, "value": r.verdict.value},
-                {"name": "catalog-id", "ns": NS, "value": r.item_id},
-            ],
-            "target": {
-                "type": "objective-id",
-                "target-id": oscal_token(r.item_id),
-                "status": {"state": state, "reason": reason},
-            },
-            "related-observations": [{"observation-uuid": obs_uuid}],
-        })
+        reason = {Verdict.met: "pass", Verdict.not_met: "fail", Verdict.partly_met: "fail"}.get(
+            r.verdict, "other"
+        )
+        findings.append(
+            {
+                "uuid": _uuid(run, "finding", r.item_id),
+                "title": f"{r.item_id}: {r.verdict.label}",
+                "description": "\n".join(r.reasons) or r.verdict.label,
+                "props": [
+                    {"name": "verdict", "ns": NS, "value": r.verdict.value},
+                    {"name": "catalog-id", "ns": NS, "value": r.item_id},
+                ],
+                "target": {
+                    "type": "objective-id",
+                    "target-id": to_oscal_id(r.item_id),
+                    "status": {"state": state, "reason": reason},
+                },
+                "related-observations": [{"observation-uuid": obs_uuid}],
+            }
+        )
     doc = {
         "assessment-results": {
             "uuid": _uuid(run),
@@ -102,16 +99,18 @@ def to_oscal(report: Report) -> str:
                 "props": [{"name": "catalog-sha256", "ns": NS, "value": report.catalog_digest}],
             },
             "import-ap": {"href": "#gpaisec-continuous-assessment"},
-            "results": [{
-                "uuid": _uuid(run, "result"),
-                "title": f"Assessment against the GPAI Code of Practice ({report.chapter})",
-                "description": "Automated checks over gpaisec's live state and recorded attestations.",
-                "start": report.started_at.isoformat(),
-                "end": report.finished_at.isoformat(),
-                "reviewed-controls": {"control-selections": [{"include-all": {}}]},
-                "observations": observations,
-                "findings": findings,
-            }],
+            "results": [
+                {
+                    "uuid": _uuid(run, "result"),
+                    "title": f"Assessment against the GPAI Code of Practice ({report.chapter})",
+                    "description": "Automated checks over gpaisec's live state and recorded attestations.",
+                    "start": report.started_at.isoformat(),
+                    "end": report.finished_at.isoformat(),
+                    "reviewed-controls": {"control-selections": [{"include-all": {}}]},
+                    "observations": observations,
+                    "findings": findings,
+                }
+            ],
         }
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -128,8 +127,11 @@ def to_html(report: Report) -> str:
     for r in report.results:
         groups.setdefault(r.parent, []).append(r)
     return env.get_template("report.html").render(
-        report=report, groups=groups, colours={v.value: c for v, c in VERDICT_COLOURS.items()},
-        verdicts=list(Verdict), version=__version__,
+        report=report,
+        groups=groups,
+        colours={v.value: c for v, c in VERDICT_COLOURS.items()},
+        verdicts=list(Verdict),
+        version=__version__,
     )
 
 
@@ -149,7 +151,9 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
     except OSError as exc:
-        raise InputError(f"cannot write into {directory}: {exc.strerror}", hint="choose another --output") from None
+        raise InputError(
+            f"cannot write into {directory}: {exc.strerror}", hint="choose another --output"
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
