@@ -441,9 +441,8 @@ def _check_nodes(session: Session, size: int) -> bytes:
     batch: dict[int, bytes] = {}
 
     def flush() -> None:
-        rows = dict(
-            session.execute(select(_N.c.id, _N.c.hash).where(_N.c.id.in_(list(batch)))).tuples().all()
-        )
+        query = select(_N.c.id, _N.c.hash).where(_N.c.id.in_(list(batch)))
+        rows: dict[int, bytes] = {node: bytes(h) for node, h in session.execute(query)}
         for node, h in batch.items():
             if rows.get(node) != h:
                 level, index = from_flat_id(node)
