@@ -240,7 +240,8 @@ class _Loader:
         try:
             return model.model_validate(doc.data)
         except ValidationError as exc:
-            errors = exc.errors(include_url=False)
+            # A misspelt key gives "unknown key" and "required key missing": name the cause first.
+            errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
             first = errors[0]
             loc: Loc = tuple(first["loc"])
             msg = first["msg"]
@@ -248,6 +249,12 @@ class _Loader:
                 msg = f"required key {loc[-1]!r} is missing"
             elif first["type"] == "extra_forbidden":
                 msg = f"unknown key {loc[-1]!r}"
+            elif first["type"] == "tuple_type":
+                msg = f"expected a list, got {type(first.get('input')).__name__}"
+            elif first["type"] == "string_pattern_mismatch":
+                pattern = str((first.get("ctx") or {}).get("pattern", ""))
+                wanted = s.PATTERN_EXAMPLES.get(pattern, f"text matching {pattern}")
+                msg = f"{first.get('input')!r} is not {wanted}"
             elif first["type"] == "string_type" and isinstance(first.get("input"), int | float):
                 msg = f'expected text, got the number {first["input"]!r} (quote it: "{first["input"]}")'
             elif "input" in first and not isinstance(first["input"], dict | list):
@@ -311,7 +318,8 @@ class _Loader:
         def claim(doc: _Doc, loc: Loc, ident: str) -> None:
             if ident in seen:
                 raise self.fail(doc, loc, f"duplicate id {ident!r}, already used at {seen[ident]}")
-            seen[ident] = self._where(doc, loc)
+            line = _node_at(doc.node, loc).start_mark.line + 1
+            seen[ident] = f"{Path(doc.name).name} line {line}"
 
         for _ci, cdoc, cf in chapter_docs:
             for gi, c in enumerate(cf.commitments):

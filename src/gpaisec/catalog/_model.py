@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -179,9 +180,21 @@ class Crosswalk(_Value):
     items: tuple[CrosswalkMapping, ...] = ()
 
 
-def _not_found(what: str, text: str, keys: Mapping[str, str], example: str) -> NotFoundError:
-    close = difflib.get_close_matches(lookup_key(text), list(keys), n=3, cutoff=0.6)
-    suggestions = sorted({keys[k] for k in close})
+def _suggest(text: str, ids: Iterable[str]) -> list[str]:
+    """Up to three ids close to ``text``: longest shared prefix first (siblings), then similarity."""
+    key = lookup_key(text)
+    scored = []
+    for ident in dict.fromkeys(ids):
+        cand = lookup_key(ident)
+        prefix = len(os.path.commonprefix([key, cand]))
+        ratio = difflib.SequenceMatcher(None, key, cand).ratio()
+        if ratio >= 0.6 or prefix >= 3:
+            scored.append((-prefix, -ratio, ident))
+    return [ident for *_, ident in sorted(scored)[:3]]
+
+
+def _not_found(what: str, text: str, ids: Iterable[str], example: str) -> NotFoundError:
+    suggestions = _suggest(text, ids) if text.strip() else []
     hint = f"did you mean {', '.join(suggestions)}?" if suggestions else f"ids look like {example}"
     return NotFoundError(
         f"no {what} {text.strip()!r} in the catalog",
@@ -268,7 +281,7 @@ class Catalog:
         """The commitment or appendix area named ``group_id`` ("C6", "c6", "A4.2", "4.2", "T-C1")."""
         key = self._group_keys.get(lookup_key(group_id))
         if key is None:
-            raise _not_found("commitment or area", group_id, self._group_keys, "C6, A4.2, T-C1, CR-C1")
+            raise _not_found("commitment or area", group_id, self._groups, "C6, A4.2, T-C1, CR-C1")
         return self._groups[key]
 
     def lookup(self, any_id: str) -> CatalogItem | CatalogGroup:
@@ -278,8 +291,7 @@ class Catalog:
             return self._items[self._item_keys[key]]
         if key in self._group_keys:
             return self._groups[self._group_keys[key]]
-        keys = {**self._group_keys, **self._item_keys}
-        raise _not_found("entry", any_id, keys, "C6, M6.2, A4.2, A4.2(1), T-M1.1")
+        raise _not_found("entry", any_id, [*self._groups, *self._items], "C6, M6.2, A4.2, A4.2(1), T-M1.1")
 
     def article(self, article_id: str) -> Article:
         for art in self.articles:

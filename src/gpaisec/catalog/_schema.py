@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 __all__ = [
+    "PATTERN_EXAMPLES",
     "ArticleEntry",
     "AiActFile",
     "AreaEntry",
@@ -57,6 +58,17 @@ ArticleId = Annotated[
 LevelId = Annotated[str, StringConstraints(pattern=r"^[A-Z]+[0-9]+$")]
 
 TextList = Annotated[tuple[Text, ...], Field(min_length=1)]
+
+# For error messages: an example of each constrained form, keyed by its pattern.
+PATTERN_EXAMPLES = {
+    r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$": "lower-case words joined by dashes, e.g. safety-security",
+    r"^(T-|CR-)?C[0-9]+$": "a commitment id, e.g. C6 or T-C1",
+    r"^(T-|CR-)?M[0-9]+\.[0-9]+$": "a measure id, e.g. M6.2 or CR-M1.3",
+    r"^A[0-9]+\.[0-9]+$": "an appendix area id, e.g. A4.2",
+    r"^A[0-9]+\.[0-9]+\([0-9]+\)$": "an objective id, e.g. A4.2(1)",
+    r"^[0-9]+(\.[0-9]+)?(\([0-9]+\))?$": 'the Code\'s number, e.g. "6.2" or "4.2(1)"',
+    r"^[A-Z]+[0-9]+$": "a level id, e.g. SL3",
+}
 
 
 class _Model(BaseModel):
