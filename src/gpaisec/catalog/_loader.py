@@ -91,7 +91,20 @@ def _packaged() -> Catalog:
 
 
 class _SafeLoader(yaml.SafeLoader):
-    """The safe loader, used for composing nodes (which keep their line numbers)."""
+    """The safe loader, composing nodes (which keep their line numbers), with aliases refused.
+
+    Catalog files have no use for anchors and aliases, and refusing them rules out "billion laughs"
+    files whose expansion would exhaust time or memory.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in catalog files", event.start_mark
+            )
+        node: yaml.Node | None = super().compose_node(parent, index)
+        return node
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,10 @@ class _Doc:
     data: dict[str, Any]
     node: yaml.Node
     raw: bytes
+
+
+def _codepoint(character: object) -> str:
+    return f"U+{character:04X}" if isinstance(character, int) else repr(character)
 
 
 def _walk_duplicates(node: yaml.Node, path: str) -> Iterator[tuple[str, yaml.Node]]:
@@ -199,6 +216,38 @@ class _Loader:
             raise CatalogError(
                 f"catalog file {shown}: not UTF-8 text (byte {exc.start})", hint=self.hint
             ) from None
+        try:
+            node, data = self._parse(text, shown)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = exc.problem or exc.context or "malformed"
+            raise CatalogError(
+                f"catalog file {shown}: not valid YAML{at}: {problem}", hint=self.hint
+            ) from None
+        except yaml.reader.ReaderError as exc:
+            raise CatalogError(
+                f"catalog file {shown}: not valid YAML: character {_codepoint(exc.character)} "
+                f"at offset {exc.position} is not allowed",
+                hint=self.hint,
+            ) from None
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(exc).split())
+            raise CatalogError(f"catalog file {shown}: not valid YAML: {problem}", hint=self.hint) from None
+        except RecursionError:
+            raise CatalogError(f"catalog file {shown}: nested too deeply", hint=self.hint) from None
+        if not isinstance(data, dict):
+            raise CatalogError(
+                f"catalog file {shown}, line 1: expected a mapping of keys at the top, "
+                f"got {type(data).__name__}",
+                hint=self.hint,
+            )
+        doc = _Doc(name=shown, data=data, node=node, raw=raw)
+        self.docs[name] = doc
+        return doc
+
+    def _parse(self, text: str, shown: str) -> tuple[yaml.Node, Any]:
+        """Compose the node tree (for line numbers), refuse duplicate keys, then build the data."""
         loader = _SafeLoader(text)
         try:
             node = loader.get_single_node()
@@ -212,27 +261,9 @@ class _Loader:
                     "key given twice in the same mapping",
                     hint=self.hint,
                 )
-            data = loader.construct_document(node)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = exc.problem or exc.context or "malformed"
-            raise CatalogError(
-                f"catalog file {shown}: not valid YAML{at}: {problem}", hint=self.hint
-            ) from None
-        except yaml.YAMLError as exc:
-            raise CatalogError(f"catalog file {shown}: not valid YAML: {exc}", hint=self.hint) from None
+            return node, loader.construct_document(node)
         finally:
             loader.dispose()
-        if not isinstance(data, dict):
-            raise CatalogError(
-                f"catalog file {shown}, line 1: expected a mapping of keys at the top, "
-                f"got {type(data).__name__}",
-                hint=self.hint,
-            )
-        doc = _Doc(name=shown, data=data, node=node, raw=raw)
-        self.docs[name] = doc
-        return doc
 
     # -- step 2: schema ----------------------------------------------------------------------------
 
