@@ -20,6 +20,9 @@ from gpaisec.errors import AuditIntegrityError, InputError
 
 __all__ = [
     "CONSISTENCY_FORMAT",
+    "EXPORT_FILES",
+    "EXPORT_FORMAT",
+    "MANIFEST_CONTEXT",
     "INCLUSION_FORMAT",
     "ConsistencyProof",
     "InclusionProof",
@@ -28,6 +31,10 @@ __all__ = [
     "load_proof",
 ]
 
+EXPORT_FORMAT = "gpaisec-audit-export/1"
+EXPORT_FILES = ("entries.jsonl", "leaf-hashes.txt", "checkpoints.jsonl", "public-key.pem")
+MANIFEST_CONTEXT = b"gpaisec audit export manifest v1\n"
+"""Prefix of the signed bytes of manifest.json, so the signature means nothing as a checkpoint."""
 INCLUSION_FORMAT = "gpaisec-audit-inclusion-proof/1"
 CONSISTENCY_FORMAT = "gpaisec-audit-consistency-proof/1"
 

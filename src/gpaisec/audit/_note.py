@@ -18,7 +18,6 @@ with the verifier key ``name+hash+base64(0x01 || public key)`` (see :func:`vkey`
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hashlib
 import re
@@ -106,7 +105,7 @@ def open_checkpoint(
         raise bad(f"size {size_text!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)
-    except binascii.Error:
+    except ValueError:
         raise bad("the root hash is not base64") from None
     if len(root) != 32 or base64.b64encode(root).decode() != root_text:
         raise bad("the root hash is not 32 bytes of canonical base64")
@@ -125,7 +124,7 @@ def open_checkpoint(
             raise bad(f"malformed signature line {sig_line[:40]!r}")
         try:
             blob = base64.b64decode(parts[2], validate=True)
-        except binascii.Error:
+        except ValueError:
             raise bad("a signature is not base64") from None
         if parts[1] == name and blob[:4] == want_hash:
             if len(blob) != 68:

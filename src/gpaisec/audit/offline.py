@@ -7,8 +7,9 @@ Needs only the Python standard library and ``cryptography`` (no SQLAlchemy is im
 
 Verifying an export (the same rules as ``gpaisec audit verify``, see :mod:`gpaisec.audit._verifier`):
 
-1. Read ``manifest.json`` and the public key: ``--public-key`` if given (pin the key the provider
-   published; recommended), else the export's ``public-key.pem``, whose key id must match the manifest.
+1. Take the public key: ``--public-key`` if given (pin the key the provider published; recommended),
+   else the export's ``public-key.pem``. ``manifest.json`` must be signed by it (``manifest.sig``) and
+   name its key id.
 2. Read ``checkpoints.jsonl``; each checkpoint's signature is checked when the entries reach its size.
 3. Read ``entries.jsonl`` line by line (line N is entry N-1) with ``leaf-hashes.txt`` beside it:
    canonical JSON, own position, leaf hash, and at each checkpoint the recomputed root.
@@ -20,6 +21,7 @@ Any failure is one line naming the first bad entry (and its line), with a non-ze
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import sys
@@ -28,15 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from gpaisec.audit._bundle import CONSISTENCY_FORMAT, check_consistency, check_inclusion, load_proof
-from gpaisec.audit._keys import PublicKey, load_public_key
+from gpaisec.audit._bundle import (
+    CONSISTENCY_FORMAT,
+    EXPORT_FILES,
+    EXPORT_FORMAT,
+    MANIFEST_CONTEXT,
+    check_consistency,
+    check_inclusion,
+    load_proof,
+)
+from gpaisec.audit._keys import PublicKey, load_public_key, parse_public_key
 from gpaisec.audit._verifier import StoredCheckpoint, StoredEntry, VerifyResult, verify_log
 from gpaisec.errors import AuditIntegrityError, GpaisecError, InputError
 
 __all__ = ["ExportCheck", "main", "verify_export", "verify_proof_file"]
-
-EXPORT_FORMAT = "gpaisec-audit-export/1"
-FILES = ("entries.jsonl", "leaf-hashes.txt", "checkpoints.jsonl", "public-key.pem")
 
 
 @dataclass(frozen=True)
@@ -62,18 +69,32 @@ def _bad(directory: Path, message: str, first_bad: int | None = None) -> AuditIn
     return AuditIntegrityError(f"export {directory}: {message}", first_bad=first_bad)
 
 
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / "manifest.json"
+def _read(directory: Path, name: str) -> bytes:
     try:
-        manifest = json.loads(path.read_bytes())
+        return (directory / name).read_bytes()
     except FileNotFoundError:
-        raise _bad(directory, "manifest.json is missing (is this an audit export?)") from None
+        raise _bad(directory, f"{name} is missing (is this an audit export?)") from None
     except OSError as exc:
-        raise _bad(directory, f"cannot read manifest.json: {exc.strerror}") from None
+        raise _bad(directory, f"cannot read {name}: {exc.strerror}") from None
+
+
+def _read_manifest(directory: Path, key: PublicKey, which: str) -> dict[str, Any]:
+    data = _read(directory, "manifest.json")
+    sig_text = _read(directory, "manifest.sig")
+    try:
+        sig = base64.b64decode(sig_text.strip(), validate=True)
+    except ValueError:
+        sig = b""
+    if len(sig) != 64 or not key.signature_ok(sig, MANIFEST_CONTEXT + data):
+        raise _bad(directory, f"manifest.json is not signed by {which} ({key.key_id[:16]}…)")
+    try:
+        manifest = json.loads(data)
     except ValueError:
         raise _bad(directory, "manifest.json is not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
         raise _bad(directory, f"manifest.json is not a {EXPORT_FORMAT} manifest")
+    if manifest.get("key_id") != key.key_id:
+        raise _bad(directory, f"the manifest names key {str(manifest.get('key_id'))[:16]}…, not {which}")
     return manifest
 
 
@@ -142,20 +163,16 @@ def verify_export(directory: Path | str, *, public_key: PublicKey | None = None)
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"{directory} is not a directory", hint="give the directory that audit export wrote")
-    # 1. Manifest and key.
-    manifest = _read_manifest(directory)
-    exported_key = (
-        load_public_key(directory / "public-key.pem") if (directory / "public-key.pem").exists() else None
-    )
-    key = public_key or exported_key
-    if key is None:
-        raise _bad(directory, "public-key.pem is missing and no --public-key was given")
-    if manifest.get("key_id") != key.key_id:
-        which = "the pinned key" if public_key is not None else "public-key.pem"
-        raise _bad(
-            directory,
-            f"signed with key {str(manifest.get('key_id'))[:16]}…, not {which} ({key.key_id[:16]}…)",
-        )
+    # 1. Key, then the manifest signed by it.
+    if public_key is not None:
+        key, which = public_key, "the pinned key"
+    else:
+        try:
+            key = parse_public_key(_read(directory, "public-key.pem"), source="public-key.pem")
+        except InputError as exc:
+            raise _bad(directory, exc.message) from None
+        which = "public-key.pem"
+    manifest = _read_manifest(directory, key, which)
     # 2. and 3. Entries, leaf hashes and checkpoints, in one pass.
     with (
         _open(directory, "entries.jsonl") as ef,
@@ -184,10 +201,12 @@ def verify_export(directory: Path | str, *, public_key: PublicKey | None = None)
         )
     if manifest.get("root") != result.root.hex():
         raise _bad(directory, "the manifest's root differs from the recomputed root")
+    if manifest.get("checkpoints") != result.checkpoints or manifest.get("origin") != result.origin:
+        raise _bad(directory, "the manifest's checkpoint count or origin differs from the export")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise _bad(directory, "the manifest lists no files")
-    for name in FILES:
+    for name in EXPORT_FILES:
         info = files.get(name)
         if not isinstance(info, dict) or info.get("sha256") != _digest(directory / name):
             raise _bad(directory, f"{name} does not match the SHA-256 in the manifest")

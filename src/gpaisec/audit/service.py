@@ -18,6 +18,7 @@ transaction (or savepoint) takes its entries with it.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -35,7 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction
 
-from gpaisec.audit._bundle import ConsistencyProof, InclusionProof
+from gpaisec.audit._bundle import EXPORT_FORMAT, MANIFEST_CONTEXT, ConsistencyProof, InclusionProof
 from gpaisec.audit._entry import EntryError, encode_entry, parse_time
 from gpaisec.audit._keys import PublicKey, Signer, load_signer
 from gpaisec.audit._note import Checkpoint, open_checkpoint, sign_checkpoint, vkey
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
     from gpaisec.workspace import Workspace
 
 __all__ = [
-    "EXPORT_FORMAT",
     "AuditEvent",
     "ExportResult",
     "LogEntry",
@@ -78,7 +78,6 @@ __all__ = [
     "verify_session",
 ]
 
-EXPORT_FORMAT = "gpaisec-audit-export/1"
 HEAD_ID = 1
 _STATE = "gpaisec.audit.pending"
 _MARKS = "gpaisec.audit.savepoints"
@@ -563,8 +562,9 @@ def export(ws: Workspace, dest: Path) -> ExportResult:
     """Write the log for an auditor into the new directory ``dest``, atomically.
 
     Layout: ``entries.jsonl`` (each line the exact bytes that were hashed), ``leaf-hashes.txt``,
-    ``checkpoints.jsonl`` (``{"size", "note"}`` per line), ``public-key.pem`` and ``manifest.json``
-    (format, origin, size, root, key id, signed-note verifier key, and each file's SHA-256). Everything
+    ``checkpoints.jsonl`` (``{"size", "note"}`` per line), ``public-key.pem``, ``manifest.json``
+    (format, origin, size, root, key id, signed-note verifier key, and each file's SHA-256) and
+    ``manifest.sig`` (the log's key over the manifest, so every byte of the export is signed). Everything
     is written into a temporary directory beside ``dest``, synced, then renamed into place. The log is
     exported as stored, even if it does not verify, so that damage can be examined.
     """
@@ -573,7 +573,11 @@ def export(ws: Workspace, dest: Path) -> ExportResult:
         raise InputError(f"{dest} already exists", hint="export into a new directory")
     if not dest.parent.is_dir():
         raise InputError(f"{dest.parent} is not a directory")
-    key = _require_key(ws)
+    signer = load_signer(ws.keys_dir)
+    if signer is None:
+        _require_key(ws)
+    assert signer is not None
+    key = signer.public_key
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
     try:
         os.chmod(tmp, 0o755)  # noqa: S103 - an export is meant to be read by others
@@ -606,9 +610,13 @@ def export(ws: Workspace, dest: Path) -> ExportResult:
             "exported_at": utcnow().isoformat().replace("+00:00", "Z"),
             "files": files,
         }
+        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
         man = _HashingWriter(tmp / "manifest.json")
-        man.write(json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
+        man.write(manifest_bytes)
         man.close()
+        sig = _HashingWriter(tmp / "manifest.sig")
+        sig.write(base64.b64encode(signer.sign(MANIFEST_CONTEXT + manifest_bytes)) + b"\n")
+        sig.close()
         _fsync_dir(tmp)
         os.rename(tmp, dest)
         _fsync_dir(dest.parent)
