@@ -1,0 +1,470 @@
+"""Walk directory trees for weight files, and scan them against registered artifacts.
+
+:class:`Walker` visits a tree with ``os.scandir`` and an explicit stack (no recursion, one open
+directory at a time) and yields a :class:`Candidate` for every regular file whose first bytes sniff
+as a weight format. Files below ``min_size`` are skipped on the size ``scandir`` already knows,
+without being opened; everything else is opened without following symlinks and without blocking
+on FIFOs, checked to be a regular file, and sniffed from its first 4 KiB.
+
+Nothing in a tree stops a walk. What gets in the way is recorded as a :class:`ScanProblem` and the
+walk goes on:
+
+* directories that cannot be listed (permissions, I/O errors, removed during the walk);
+* symlink loops (symlinks are not followed by default; with ``follow_symlinks=True`` a directory
+  whose ``(st_dev, st_ino)`` is already an ancestor is a loop, and one seen elsewhere is skipped);
+* broken symlinks (when following), files that vanish or change between listing and reading;
+* names that are not valid UTF-8 (reported, and still scanned through their surrogate-escaped
+  ``str`` path, which the ``os`` functions accept);
+* files whose bytes say safetensors but whose header is malformed (during :func:`scan`).
+
+:func:`scan` is the whole discovery pipeline for one tree: walk, fingerprint each candidate
+(comparing size and modification time before and after), match against a
+:class:`~gpaisec.weights.matching.MatchIndex`, then -- only for the files that matched -- compute
+full digests and match again to confirm.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from gpaisec.errors import InputError
+from gpaisec.weights.fingerprint import StatSnapshot, digest_file, fingerprint_file
+from gpaisec.weights.formats import (
+    HEAD_BYTES,
+    FileChangedError,
+    Format,
+    SafetensorsError,
+    WeightFileError,
+    _FdSource,
+    _sniff_source,
+    display_path,
+)
+from gpaisec.weights.matching import Discovery, MatchIndex, ScannedFile
+
+__all__ = [
+    "DEFAULT_MIN_SIZE",
+    "Candidate",
+    "ProblemKind",
+    "ScanProblem",
+    "ScanReport",
+    "WalkStats",
+    "Walker",
+    "scan",
+]
+
+DEFAULT_MIN_SIZE: Final = 4096
+"""Files smaller than this are skipped unopened when no index says otherwise."""
+
+_BASE_FLAGS: Final = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+
+
+class ProblemKind(enum.StrEnum):
+    """Why part of a tree could not be scanned as expected."""
+
+    UNREADABLE_DIRECTORY = "unreadable-directory"
+    UNREADABLE_FILE = "unreadable-file"
+    VANISHED = "vanished"
+    SYMLINK_LOOP = "symlink-loop"
+    BROKEN_SYMLINK = "broken-symlink"
+    CHANGED_DURING_SCAN = "changed-during-scan"
+    UNDECODABLE_NAME = "undecodable-name"
+    MALFORMED_WEIGHTS = "malformed-weights"
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """Something in the tree that could not be scanned as expected; the walk went on."""
+
+    kind: ProblemKind
+    path: str
+    detail: str
+
+    @property
+    def display_path(self) -> str:
+        return display_path(self.path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "path": self.display_path, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A regular file whose first bytes are a weight format. ``path`` may hold surrogate escapes."""
+
+    path: str
+    format: Format
+    stat: StatSnapshot
+
+    @property
+    def display_path(self) -> str:
+        return display_path(self.path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.display_path, "format": self.format.value, "size": self.stat.size}
+
+
+@dataclass(frozen=True)
+class WalkStats:
+    """Counters of one walk."""
+
+    directories: int = 0
+    files: int = 0
+    skipped_small: int = 0
+    sniffed: int = 0
+    candidates: int = 0
+    symlinks_skipped: int = 0
+    special_files: int = 0
+    directories_revisited: int = 0
+    other_filesystems: int = 0
+    problems: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _describe(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "")
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})" if name else text
+
+
+class Walker:
+    """Iterate over the weight-file candidates of a tree; see the module docs.
+
+    ``problems`` and ``stats`` are complete once iteration has finished. ``root`` may also be a
+    single file. A root that does not exist raises :class:`~gpaisec.errors.InputError`.
+    """
+
+    def __init__(
+        self,
+        root: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+        *,
+        min_size: int = DEFAULT_MIN_SIZE,
+        follow_symlinks: bool = False,
+        same_filesystem: bool = False,
+    ) -> None:
+        if min_size < 0:
+            raise InputError(f"min_size must not be negative, got {min_size}")
+        self.root = os.fsdecode(root)
+        self.min_size = min_size
+        self.follow_symlinks = follow_symlinks
+        self.same_filesystem = same_filesystem
+        self._problems: list[ScanProblem] = []
+        self._counts = dict.fromkeys(WalkStats.__dataclass_fields__, 0)
+        self._visited: set[tuple[int, int]] = set()
+        self._root_dev = 0
+
+    @property
+    def problems(self) -> tuple[ScanProblem, ...]:
+        return tuple(self._problems)
+
+    @property
+    def stats(self) -> WalkStats:
+        return WalkStats(**{**self._counts, "problems": len(self._problems)})
+
+    def _problem(self, kind: ProblemKind, path: str, detail: str) -> None:
+        self._problems.append(ScanProblem(kind=kind, path=path, detail=detail))
+
+    def _os_problem(self, path: str, exc: OSError, *, directory: bool) -> None:
+        if exc.errno == errno.ENOENT:
+            self._problem(ProblemKind.VANISHED, path, f"removed during the scan: {_describe(exc)}")
+        elif exc.errno == errno.ELOOP:
+            self._problem(ProblemKind.SYMLINK_LOOP, path, _describe(exc))
+        elif exc.errno == errno.ENOTDIR:
+            self._problem(ProblemKind.CHANGED_DURING_SCAN, path, "no longer a directory")
+        elif directory:
+            self._problem(ProblemKind.UNREADABLE_DIRECTORY, path, _describe(exc))
+        else:
+            self._problem(ProblemKind.UNREADABLE_FILE, path, _describe(exc))
+
+    def __iter__(self) -> Iterator[Candidate]:
+        try:
+            root_stat = os.stat(self.root)
+        except FileNotFoundError:
+            raise InputError(
+                f"{display_path(self.root)} does not exist", hint="give a directory or file to scan"
+            ) from None
+        except OSError as exc:
+            self._os_problem(self.root, exc, directory=True)
+            return
+        self._root_dev = root_stat.st_dev
+        if stat.S_ISREG(root_stat.st_mode):
+            self._counts["files"] += 1
+            candidate = self._sniff(self.root, follow=True)
+            if candidate is not None:
+                yield candidate
+            return
+        if not stat.S_ISDIR(root_stat.st_mode):
+            raise InputError(
+                f"{display_path(self.root)} is neither a directory nor a regular file",
+                hint="give a directory or file to scan",
+            )
+        key = (root_stat.st_dev, root_stat.st_ino)
+        self._visited = {key}
+        stack: list[tuple[str, frozenset[tuple[int, int]]]] = [(self.root, frozenset({key}))]
+        while stack:
+            path, ancestors = stack.pop()
+            yield from self._directory(path, ancestors, stack)
+
+    def _directory(
+        self,
+        path: str,
+        ancestors: frozenset[tuple[int, int]],
+        stack: list[tuple[str, frozenset[tuple[int, int]]]],
+    ) -> Iterator[Candidate]:
+        try:
+            iterator = os.scandir(path)
+        except OSError as exc:
+            self._os_problem(path, exc, directory=True)
+            return
+        counts = self._counts
+        counts["directories"] += 1
+        min_size = self.min_size
+        follow = self.follow_symlinks
+        track = follow or self.same_filesystem
+        with iterator:
+            try:
+                for entry in iterator:
+                    name = entry.name
+                    if not name.isascii():
+                        try:
+                            name.encode("utf-8")
+                        except UnicodeEncodeError:
+                            self._problem(
+                                ProblemKind.UNDECODABLE_NAME,
+                                entry.path,
+                                f"the name is not valid UTF-8: {os.fsencode(name)!r}",
+                            )
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if track:
+                                self._push(entry.path, entry.stat(follow_symlinks=False), ancestors, stack)
+                            else:
+                                stack.append((entry.path, ancestors))
+                        elif entry.is_file(follow_symlinks=False):
+                            counts["files"] += 1
+                            if entry.stat(follow_symlinks=False).st_size < min_size:
+                                counts["skipped_small"] += 1
+                                continue
+                            candidate = self._sniff(entry.path, follow=False)
+                            if candidate is not None:
+                                yield candidate
+                        elif entry.is_symlink():
+                            if follow:
+                                yield from self._symlink(entry.path, ancestors, stack)
+                            else:
+                                counts["symlinks_skipped"] += 1
+                        else:
+                            counts["special_files"] += 1
+                    except OSError as exc:
+                        self._os_problem(entry.path, exc, directory=False)
+            except OSError as exc:
+                self._problem(
+                    ProblemKind.UNREADABLE_DIRECTORY, path, f"listing failed part-way: {_describe(exc)}"
+                )
+
+    def _push(
+        self,
+        path: str,
+        st: os.stat_result,
+        ancestors: frozenset[tuple[int, int]],
+        stack: list[tuple[str, frozenset[tuple[int, int]]]],
+    ) -> None:
+        if self.same_filesystem and st.st_dev != self._root_dev:
+            self._counts["other_filesystems"] += 1
+            return
+        if not self.follow_symlinks:
+            stack.append((path, ancestors))
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in ancestors:
+            self._problem(
+                ProblemKind.SYMLINK_LOOP, path, "leads back to a directory that contains it; not followed"
+            )
+        elif key in self._visited:
+            self._counts["directories_revisited"] += 1
+        else:
+            self._visited.add(key)
+            stack.append((path, ancestors | {key}))
+
+    def _symlink(
+        self,
+        path: str,
+        ancestors: frozenset[tuple[int, int]],
+        stack: list[tuple[str, frozenset[tuple[int, int]]]],
+    ) -> Iterator[Candidate]:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._problem(ProblemKind.BROKEN_SYMLINK, path, "the symlink's target does not exist")
+            return
+        except OSError as exc:
+            self._os_problem(path, exc, directory=False)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self._push(path, st, ancestors, stack)
+        elif stat.S_ISREG(st.st_mode):
+            self._counts["files"] += 1
+            if st.st_size < self.min_size:
+                self._counts["skipped_small"] += 1
+                return
+            candidate = self._sniff(path, follow=True)
+            if candidate is not None:
+                yield candidate
+        else:
+            self._counts["special_files"] += 1
+
+    def _sniff(self, path: str, *, follow: bool) -> Candidate | None:
+        try:
+            fd = os.open(path, _BASE_FLAGS if follow else _BASE_FLAGS | _NOFOLLOW)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and not follow:
+                self._problem(ProblemKind.CHANGED_DURING_SCAN, path, "replaced by a symlink during the scan")
+            else:
+                self._os_problem(path, exc, directory=False)
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self._counts["special_files"] += 1
+                return None
+            if st.st_size < self.min_size:
+                self._counts["skipped_small"] += 1
+                return None
+            head = os.pread(fd, HEAD_BYTES, 0)
+            found = _sniff_source(_FdSource(fd, st.st_size, path), head)
+        except OSError as exc:
+            self._os_problem(path, exc, directory=False)
+            return None
+        finally:
+            os.close(fd)
+        self._counts["sniffed"] += 1
+        if not found.is_weights:
+            return None
+        self._counts["candidates"] += 1
+        return Candidate(path=path, format=found, stat=StatSnapshot.of(st))
+
+
+# --------------------------------------------------------------------------------------------------
+# The discovery pipeline
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """The outcome of :func:`scan`: what matched, what got in the way, and the walk's counters."""
+
+    root: str
+    discovery: Discovery
+    problems: tuple[ScanProblem, ...]
+    stats: WalkStats
+    fingerprinted: int
+    confirmed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": display_path(self.root),
+            **self.discovery.to_json(),
+            "problems": [p.to_json() for p in self.problems],
+            "stats": self.stats.to_json(),
+            "fingerprinted": self.fingerprinted,
+            "confirmed": self.confirmed,
+        }
+
+
+def _problem_for(path: str, exc: WeightFileError) -> ScanProblem:
+    if isinstance(exc, FileChangedError):
+        return ScanProblem(ProblemKind.CHANGED_DURING_SCAN, path, exc.message)
+    if isinstance(exc, SafetensorsError):
+        return ScanProblem(ProblemKind.MALFORMED_WEIGHTS, path, exc.message)
+    return ScanProblem(ProblemKind.UNREADABLE_FILE, path, exc.message)
+
+
+def scan(
+    root: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    index: MatchIndex,
+    *,
+    confirm: bool = True,
+    follow_symlinks: bool = False,
+    same_filesystem: bool = False,
+    min_size: int | None = None,
+    on_candidate: Callable[[Candidate], None] | None = None,
+) -> ScanReport:
+    """Discover copies of the indexed artifacts under ``root``.
+
+    1. Walk the tree (:class:`Walker`); the size threshold defaults to the smallest file that
+       could match anything in ``index``.
+    2. Fingerprint each candidate (:func:`~gpaisec.weights.fingerprint.fingerprint_file`) under the
+       index's scheme, checking that it did not change since it was listed.
+    3. Match all fingerprints at once (:meth:`MatchIndex.match`).
+    4. With ``confirm``, compute full digests of the matched files only
+       (:func:`~gpaisec.weights.fingerprint.digest_file`) and match those files again; a file that
+       cannot be confirmed keeps its sampled evidence and gets a problem record.
+
+    ``on_candidate`` is called for each candidate before it is fingerprinted (progress display).
+    """
+    threshold = min_size
+    if threshold is None:
+        smallest = index.min_candidate_size
+        threshold = DEFAULT_MIN_SIZE if smallest is None else smallest
+    walker = Walker(
+        root, min_size=threshold, follow_symlinks=follow_symlinks, same_filesystem=same_filesystem
+    )
+    problems: list[ScanProblem] = []
+    scanned: dict[str, tuple[Candidate, ScannedFile]] = {}
+    for candidate in walker:
+        if on_candidate is not None:
+            on_candidate(candidate)
+        try:
+            fingerprint = fingerprint_file(
+                candidate.path,
+                scheme=index.scheme,
+                expected=candidate.stat,
+                follow_symlinks=follow_symlinks or candidate.path == walker.root,
+            )
+        except WeightFileError as exc:
+            problems.append(_problem_for(candidate.path, exc))
+            continue
+        scanned[candidate.path] = (candidate, ScannedFile(candidate.path, fingerprint))
+    discovery = index.match(item for _c, item in scanned.values())
+    confirmed = 0
+    if confirm and discovery.matches:
+        again: list[ScannedFile] = []
+        for path in dict.fromkeys(m.path for m in discovery.matches):
+            candidate, item = scanned[path]
+            try:
+                digests = digest_file(
+                    path,
+                    scheme=index.scheme,
+                    expected=candidate.stat,
+                    follow_symlinks=follow_symlinks or path == walker.root,
+                )
+            except WeightFileError as exc:
+                problems.append(_problem_for(path, exc))
+                again.append(item)
+                continue
+            if digests.fingerprint != item.fingerprint:
+                problems.append(
+                    ScanProblem(
+                        ProblemKind.CHANGED_DURING_SCAN, path, "changed between scanning and confirming"
+                    )
+                )
+                again.append(item)
+                continue
+            confirmed += 1
+            again.append(ScannedFile(path, item.fingerprint, digests))
+        discovery = index.match(again)
+    return ScanReport(
+        root=walker.root,
+        discovery=discovery,
+        problems=tuple(walker.problems) + tuple(problems),
+        stats=walker.stats,
+        fingerprinted=len(scanned),
+        confirmed=confirmed,
+    )

@@ -1,0 +1,310 @@
+"""The tree walker and the scan pipeline: candidates found by bytes, problems reported, never a crash."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gpaisec.errors import InputError
+from gpaisec.weights import walk as walk_module
+from gpaisec.weights.fingerprint import digest_file
+from gpaisec.weights.formats import Format
+from gpaisec.weights.matching import Evidence, MatchIndex, MatchKind, RegisteredArtifact, RegisteredFile
+from gpaisec.weights.walk import Candidate, ProblemKind, Walker, scan
+from tests.weights.conftest import make_model, reshard, write_safetensors, write_shards
+
+
+def walk_all(root: Path | bytes, **kwargs: object) -> tuple[list[Candidate], Walker]:
+    walker = Walker(root, **kwargs)  # type: ignore[arg-type]
+    return list(walker), walker
+
+
+def kinds(walker: Walker) -> list[ProblemKind]:
+    return [p.kind for p in walker.problems]
+
+
+def test_candidates_are_found_by_bytes_and_small_files_skipped_unopened(
+    tmp_path: Path, hostile: Path
+) -> None:
+    shutil.copytree(hostile / "formats", tmp_path / "tree" / "formats")
+    shutil.copytree(hostile / "pickles", tmp_path / "tree" / "deep" / "er" / "pickles")
+    for i in range(50):
+        (tmp_path / "tree" / f"note{i}.txt").write_text("hello\n" * i)
+    found, walker = walk_all(tmp_path / "tree", min_size=0)
+    by_name = {Path(c.path).name: c.format for c in found}
+    assert by_name["README.txt"] is Format.SAFETENSORS
+    assert by_name["graph.pb.txt"] is Format.ONNX
+    assert by_name["reduce_os_system.json"] is Format.PICKLE
+    assert "fake.safetensors" not in by_name
+    assert not any(name.startswith("note") for name in by_name)
+    assert walker.problems == ()
+    stats = walker.stats
+    assert stats.candidates == len(found)
+    assert stats.files == stats.sniffed + stats.skipped_small
+    assert stats.directories == 5
+
+    _found, small = walk_all(tmp_path / "tree", min_size=1024)
+    assert small.stats.skipped_small > 50
+    assert small.stats.sniffed < stats.sniffed
+
+
+def test_a_single_file_root_and_a_missing_root(tmp_path: Path) -> None:
+    path = write_safetensors(tmp_path / "m", make_model(1))
+    found, _walker = walk_all(path)
+    assert [c.format for c in found] == [Format.SAFETENSORS]
+    with pytest.raises(InputError, match="does not exist"):
+        walk_all(tmp_path / "missing")
+
+
+def test_symlinks_are_not_followed_by_default(tmp_path: Path) -> None:
+    target = write_safetensors(tmp_path / "real" / "m.safetensors", make_model(1))
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "link.safetensors").symlink_to(target)
+    (tmp_path / "tree" / "dirlink").symlink_to(tmp_path / "real")
+    (tmp_path / "tree" / "loop").symlink_to(tmp_path / "tree")
+    found, walker = walk_all(tmp_path / "tree")
+    assert found == []
+    assert walker.stats.symlinks_skipped == 3
+    assert walker.problems == ()
+
+
+def test_symlink_loops_are_reported_when_following(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    write_safetensors(tree / "a" / "m.safetensors", make_model(1))
+    (tree / "a" / "up").symlink_to(tree)  # loop back to an ancestor
+    (tree / "a" / "self").symlink_to(tree / "a" / "self")  # ELOOP on stat
+    (tree / "broken").symlink_to(tmp_path / "nowhere")
+    (tree / "alias").symlink_to(tree / "a")  # the same directory by another path: not a loop
+    found, walker = walk_all(tree, follow_symlinks=True)
+    assert len(found) == 1
+    problems = {(p.kind, Path(p.path).name) for p in walker.problems}
+    assert (ProblemKind.SYMLINK_LOOP, "up") in problems
+    assert (ProblemKind.SYMLINK_LOOP, "self") in problems
+    assert (ProblemKind.BROKEN_SYMLINK, "broken") in problems
+    assert walker.stats.directories_revisited == 1
+    assert len(walker.problems) == 3
+
+
+def test_a_followed_file_symlink_is_a_candidate(tmp_path: Path) -> None:
+    target = write_safetensors(tmp_path / "real" / "m.safetensors", make_model(1))
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "link").symlink_to(target)
+    found, _walker = walk_all(tmp_path / "tree", follow_symlinks=True)
+    assert [Path(c.path).name for c in found] == ["link"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any directory")
+def test_unreadable_directories_are_reported(tmp_path: Path) -> None:
+    write_safetensors(tmp_path / "tree" / "ok" / "m.safetensors", make_model(1))
+    locked = tmp_path / "tree" / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        found, walker = walk_all(tmp_path / "tree")
+    finally:
+        locked.chmod(0o700)
+    assert len(found) == 1
+    assert kinds(walker) == [ProblemKind.UNREADABLE_DIRECTORY]
+
+
+def test_unreadable_directories_and_files_are_reported_even_as_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / "tree"
+    write_safetensors(tree / "ok" / "m.safetensors", make_model(1))
+    write_safetensors(tree / "locked" / "hidden.safetensors", make_model(2))
+    write_safetensors(tree / "secret.safetensors", make_model(3))
+    real_scandir, real_open = os.scandir, os.open
+
+    def scandir(path: str) -> object:
+        if path.endswith("locked"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_scandir(path)
+
+    def open_(path: str, flags: int, *args: int) -> int:
+        if str(path).endswith("secret.safetensors"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(walk_module.os, "scandir", scandir)
+    monkeypatch.setattr(walk_module.os, "open", open_)
+    found, walker = walk_all(tree)
+    assert [Path(c.path).name for c in found] == ["m.safetensors"]
+    problems = {(p.kind, Path(p.path).name) for p in walker.problems}
+    assert problems == {
+        (ProblemKind.UNREADABLE_DIRECTORY, "locked"),
+        (ProblemKind.UNREADABLE_FILE, "secret.safetensors"),
+    }
+    assert all("Permission denied" in p.detail for p in walker.problems)
+
+
+def test_undecodable_names_are_reported_and_still_scanned(tmp_path: Path) -> None:
+    root = os.fsencode(tmp_path)
+    directory = os.path.join(root, b"dir-\xff\xfe")
+    os.mkdir(directory)
+    name = os.path.join(directory, b"w\xe9ights")
+    with open(name, "wb") as handle:
+        handle.write(Path(write_safetensors(tmp_path / "src", make_model(1))).read_bytes())
+    (tmp_path / "src").unlink()
+    found, walker = walk_all(root)
+    assert len(found) == 1
+    assert os.fsencode(found[0].path) == name
+    assert found[0].display_path.endswith("dir-\\xff\\xfe/w\\xe9ights")
+    assert kinds(walker) == [ProblemKind.UNDECODABLE_NAME, ProblemKind.UNDECODABLE_NAME]
+    json.dumps([p.to_json() for p in walker.problems] + [c.to_json() for c in found])
+
+
+def test_fifos_and_sockets_are_never_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "model.safetensors")
+    found, walker = walk_all(tmp_path, min_size=0)
+    assert found == []
+    assert walker.stats.special_files == 1
+
+
+def test_directories_removed_during_the_walk_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / "tree"
+    write_safetensors(tree / "a" / "m.safetensors", make_model(1))
+    (tree / "c").mkdir()
+    real_scandir = os.scandir
+
+    class ListedThenRemoved:
+        def __init__(self, path: str) -> None:
+            with real_scandir(path) as iterator:
+                self.entries = list(iterator)
+            shutil.rmtree(tree / "c")  # listed, then removed before it is visited
+
+        def __enter__(self) -> ListedThenRemoved:
+            return self
+
+        def __exit__(self, *_exc: object) -> None:
+            return None
+
+        def __iter__(self) -> Iterator[os.DirEntry[str]]:
+            return iter(self.entries)
+
+    def scandir(path: str) -> object:
+        return ListedThenRemoved(path) if path == str(tree) else real_scandir(path)
+
+    monkeypatch.setattr(walk_module.os, "scandir", scandir)
+    found, walker = walk_all(tree)
+    assert len(found) == 1
+    assert [(p.kind, Path(p.path).name) for p in walker.problems] == [(ProblemKind.VANISHED, "c")]
+
+
+def test_many_files_are_walked_quickly(tmp_path: Path) -> None:
+    for d in range(20):
+        directory = tmp_path / f"d{d}"
+        directory.mkdir()
+        for f in range(250):
+            (directory / f"f{f}.py").write_bytes(b"x" * (f % 50))
+    write_safetensors(tmp_path / "d7" / "weights", make_model(1))
+    found, walker = walk_all(tmp_path)
+    assert len(found) == 1
+    assert walker.stats.files == 5001
+    assert walker.stats.sniffed == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# scan(): walk + fingerprint + match + confirm
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> MatchIndex:
+    model = make_model(50, layers=4)
+    shards = write_shards(tmp_path / "registry", reshard(model, 2), "model-{i}.safetensors")
+    files = tuple(RegisteredFile(str(p), digest_file(p)) for p in shards)
+    return MatchIndex([RegisteredArtifact("frontier", "v1", files)], min_match_bytes=4096)
+
+
+def test_scan_finds_copies_confirms_them_and_reports_problems(
+    tmp_path: Path, index: MatchIndex, hostile: Path
+) -> None:
+    tree = tmp_path / "laptop"
+    registry = tmp_path / "registry"
+    shutil.copytree(registry, tree / "backup")
+    (tree / "Downloads").mkdir()
+    shutil.copyfile(registry / "model-1.safetensors", tree / "Downloads" / "x.bin")
+    write_shards(tree / "exfil", reshard(make_model(50, layers=4), 5, rename=str.upper, seed=3), "{i}.part")
+    write_shards(tree / "unrelated", reshard(make_model(51, layers=4), 2), "model-{i}.safetensors")
+    shutil.copyfile(hostile / "safetensors" / "overlapping_offsets.safetensors", tree / "broken.safetensors")
+    for i in range(30):
+        (tree / f"readme{i}.md").write_text("# notes\n" * 100)
+
+    report = scan(tree, index, min_size=0)
+    by_kind: dict[MatchKind, set[str]] = {}
+    for match in report.discovery.matches:
+        by_kind.setdefault(match.kind, set()).add(os.path.relpath(match.path, tree))
+        assert match.evidence is Evidence.CONFIRMED
+    assert by_kind[MatchKind.FILE_COPY] == {"backup/model-1.safetensors", "backup/model-2.safetensors"}
+    assert by_kind[MatchKind.RENAMED_COPY] == {"Downloads/x.bin"}
+    assert {p.split("/")[0] for p in by_kind[MatchKind.TENSOR_COPY]} == {"exfil"}
+    assert not any("unrelated" in m.path for m in report.discovery.matches)
+    (finding,) = report.discovery.findings
+    assert finding.found
+    assert finding.coverage == pytest.approx(1.0)
+    assert [(p.kind, Path(p.path).name) for p in report.problems] == [
+        (ProblemKind.MALFORMED_WEIGHTS, "broken.safetensors")
+    ]
+    assert report.confirmed == len({m.path for m in report.discovery.matches})
+    json.dumps(report.to_json())
+
+
+def test_scan_reports_files_that_change_or_vanish(tmp_path: Path, index: MatchIndex) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(tmp_path / "registry", tree)
+    write_safetensors(tree / "growing.safetensors", make_model(60))
+    write_safetensors(tree / "vanishing.safetensors", make_model(61))
+
+    def tamper(candidate: Candidate) -> None:
+        name = Path(candidate.path).name
+        if name == "growing.safetensors":
+            with open(candidate.path, "ab") as handle:
+                handle.write(b"still being copied")
+        elif name == "vanishing.safetensors":
+            os.unlink(candidate.path)
+
+    report = scan(tree, index, on_candidate=tamper)
+    problems = {(p.kind, Path(p.path).name) for p in report.problems}
+    assert problems == {
+        (ProblemKind.CHANGED_DURING_SCAN, "growing.safetensors"),
+        (ProblemKind.UNREADABLE_FILE, "vanishing.safetensors"),
+    }
+    assert len(report.discovery.matches) == 2
+    assert report.discovery.findings[0].found
+
+
+def test_scan_uses_the_index_threshold(tmp_path: Path, index: MatchIndex) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "tiny.safetensors").write_bytes(b"\x02" + b"\0" * 7 + b"{}")
+    report = scan(tree, index)
+    assert report.stats.skipped_small == 1
+    assert report.stats.sniffed == 0
+    assert index.min_candidate_size is not None
+    assert index.min_candidate_size > 10
+
+
+def test_confirmation_failure_keeps_sampled_evidence(
+    tmp_path: Path, index: MatchIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(tmp_path / "registry", tree)
+
+    def refuse(*_args: object, **_kwargs: object) -> object:
+        from gpaisec.weights.formats import UnreadableFileError
+
+        raise UnreadableFileError("cannot open: I/O error")
+
+    monkeypatch.setattr(walk_module, "digest_file", refuse)
+    report = scan(tree, index)
+    assert {m.evidence for m in report.discovery.matches} == {Evidence.SAMPLED}
+    assert {p.kind for p in report.problems} == {ProblemKind.UNREADABLE_FILE}
+    assert report.confirmed == 0
