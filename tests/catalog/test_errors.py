@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpaisec.catalog import load_catalog, packaged_data_dir
+from gpaisec.catalog import _loader, load_catalog, packaged_data_dir
 from gpaisec.errors import CatalogError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -220,7 +220,7 @@ def test_arbitrary_bytes_in_a_data_file_raise_only_catalog_errors(garbage: bytes
             load_catalog(Path(tmp))
 
 
-def test_yaml_aliases_are_refused() -> None:
+def test_yaml_aliases_are_refused(parser: Any) -> None:
     """No anchors or aliases: a "billion laughs" file cannot blow up the loader."""
     files = BUILD.minimal()
     laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -246,21 +246,40 @@ def test_yaml_tags_are_refused() -> None:
             load_catalog(Path(tmp))
 
 
+PARSERS = [yaml.SafeLoader, *([yaml.CSafeLoader] if getattr(yaml, "__with_libyaml__", False) else [])]
+
+
+@pytest.fixture(params=PARSERS, ids=lambda p: p.__name__)
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run a test under the pure-Python parser and, where PyYAML has it, libyaml's."""
+    monkeypatch.setattr(_loader, "_SafeLoader", request.param)
+    return request.param
+
+
+def test_packaged_catalog_loads_the_same_with_either_parser(parser: Any) -> None:
+    assert load_catalog(Path(str(packaged_data_dir()))).digest == load_catalog().digest
+
+
 @pytest.mark.parametrize(
-    ("content", "fragment"),
+    ("content", "fragments"),
     [
-        (b"\x00", "character U+0000"),
-        (b"[" * 3000 + b"]" * 3000, "nested too deeply"),
-        (b"a: !!binary xyz\n", "not valid YAML at line 1"),
-        (b"\xef\xbb\xbfcatalog_version: 1\n", "catalog_version"),  # a BOM is fine; the int is not
+        (b"\x00", ("U+0000",)),
+        (b"[" * 3000 + b"]" * 3000, ("nest",)),
+        (b"a: !!binary xyz\n", ("not valid YAML at line 1",)),
+        (b"a: !!python/object/apply:os.system [id]\n", ("not valid YAML at line 1",)),
+        (b"a: &x [1, 2]\nb: *x\n", ("line 2", "aliases")),
+        (b"a: &x 1\nb: *x\n", ("aliases",)),
+        (b"a: 1\na: 2\n", ("key given twice",)),
+        (b"\xef\xbb\xbfcatalog_version: 1\n", ("catalog_version",)),  # a BOM is fine; the int is not
     ],
 )
-def test_hostile_yaml_is_one_clear_error(content: bytes, fragment: str) -> None:
+def test_hostile_yaml_is_one_clear_error(parser: Any, content: bytes, fragments: tuple[str, ...]) -> None:
     files = BUILD.minimal()
     files["appendix.yaml"] = content
     with tempfile.TemporaryDirectory() as tmp:
         BUILD.write(files, Path(tmp))
         with pytest.raises(CatalogError) as info:
             load_catalog(Path(tmp))
-    assert fragment in info.value.message
+    for fragment in fragments:
+        assert fragment in info.value.message
     assert "\n" not in info.value.diagnostics()

@@ -90,21 +90,9 @@ def _packaged() -> Catalog:
 # --- YAML with line numbers and no silent duplicate keys -------------------------------------------
 
 
-class _SafeLoader(yaml.SafeLoader):
-    """The safe loader, composing nodes (which keep their line numbers), with aliases refused.
-
-    Catalog files have no use for anchors and aliases, and refusing them rules out "billion laughs"
-    files whose expansion would exhaust time or memory.
-    """
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed in catalog files", event.start_mark
-            )
-        node: yaml.Node | None = super().compose_node(parent, index)
-        return node
+# libyaml's parser when PyYAML was built with it (about ten times faster), else the pure-Python one.
+# Both are the *safe* loaders: no Python object tags.
+_SafeLoader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -121,18 +109,38 @@ def _codepoint(character: object) -> str:
     return f"U+{character:04X}" if isinstance(character, int) else repr(character)
 
 
-def _walk_duplicates(node: yaml.Node, path: str) -> Iterator[tuple[str, yaml.Node]]:
+class _AliasError(Exception):
+    def __init__(self, path: str, line: int) -> None:
+        self.path = path
+        self.line = line
+
+
+def _walk_duplicates(
+    node: yaml.Node, path: str, seen: set[int] | None = None, line: int | None = None
+) -> Iterator[tuple[str, yaml.Node]]:
+    """Yield (path, key node) for each key given twice in one mapping.
+
+    Raises :class:`_AliasError` at a node reached twice: the composer shares a node only for an
+    alias (``*name``). Catalog files have no use for aliases, and refusing them rules out "billion
+    laughs" files whose expansion would exhaust time or memory. ``line`` is where the reference to
+    ``node`` is written (its key's line), which for an alias differs from the node's own line.
+    """
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        raise _AliasError(path or "(top level)", line if line is not None else node.start_mark.line + 1)
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        keys: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
-            if key in seen:
-                yield f"{path}.{key}" if path else key, key_node
-            seen.add(key)
-            yield from _walk_duplicates(value_node, f"{path}.{key}" if path else key)
+            child = f"{path}.{key}" if path else key
+            if key in keys:
+                yield child, key_node
+            keys.add(key)
+            yield from _walk_duplicates(value_node, child, seen, key_node.start_mark.line + 1)
     elif isinstance(node, yaml.SequenceNode):
-        for i, child in enumerate(node.value):
-            yield from _walk_duplicates(child, f"{path}[{i}]")
+        for i, item in enumerate(node.value):
+            yield from _walk_duplicates(item, f"{path}[{i}]", seen, None)
 
 
 def _node_at(node: yaml.Node, loc: Loc) -> yaml.Node:
@@ -253,7 +261,14 @@ class _Loader:
             node = loader.get_single_node()
             if node is None:
                 raise CatalogError(f"catalog file {shown} is empty", hint=self.hint)
-            dup = next(_walk_duplicates(node, ""), None)
+            try:
+                dup = next(_walk_duplicates(node, ""), None)
+            except _AliasError as exc:
+                raise CatalogError(
+                    f"catalog file {shown}, {exc.path}, line {exc.line}: "
+                    "aliases (*name) are not allowed in catalog files",
+                    hint=self.hint,
+                ) from None
             if dup is not None:
                 path, key_node = dup
                 raise CatalogError(
