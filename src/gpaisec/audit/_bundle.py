@@ -153,7 +153,7 @@ def check_inclusion(
     leaf = leaf_hash(raw)
     claimed = data.get("leaf_hash")
     if claimed is not None and claimed != leaf.hex():
-        raise AuditIntegrityError(f"{source}: leaf_hash does not match the entry", first_bad=seq)
+        raise AuditIntegrityError(f"{source}: entry {seq}: leaf_hash does not match the entry", first_bad=seq)
     # 4. The audit path.
     try:
         verify_inclusion(leaf, seq, size, _hashes(data, "proof", source), ckpt.root)

@@ -63,7 +63,10 @@ def parse_time(text: str) -> dt.datetime:
     """The inverse of :func:`format_time` (strict)."""
     if not TIME_RE.fullmatch(text):
         raise EntryError(f"time {text!r} is not RFC 3339 UTC with microseconds")
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise EntryError(f"time {text!r} is not a valid date and time") from None
 
 
 def _check_value(value: Any, path: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -240,12 +241,15 @@ def parse_public_key(data: bytes, *, source: str) -> PublicKey:
         if not isinstance(key, Ed25519PublicKey):
             raise InputError(f"{source} is not an Ed25519 public key")
         return PublicKey(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
-    parts = text.split(b"+")
+    parts = text.split(b"+", 2)  # a vkey is name+hash+base64(0x01 || key); base64 itself may hold '+'
+    is_vkey = len(parts) == 3 and re.fullmatch(rb"[0-9a-f]{8}", parts[1]) is not None
     try:
-        raw = base64.b64decode(parts[-1], validate=True)
+        raw = base64.b64decode(parts[2] if is_vkey else text, validate=True)
     except ValueError:
         raise InputError(f"{source} is neither PEM nor base64 nor a vkey") from None
-    if len(parts) == 3 and len(raw) == 33 and raw[0] == 1:  # name+hash+base64(0x01 || key)
+    if is_vkey:
+        if len(raw) != 33 or raw[0] != 1:
+            raise InputError(f"{source} is not an Ed25519 signed-note verifier key")
         raw = raw[1:]
     if len(raw) != 32:
         raise InputError(f"{source} does not hold a 32-byte Ed25519 public key")

@@ -150,9 +150,9 @@ def _checkpoints(directory: Path, f: IO[bytes]) -> Iterator[StoredCheckpoint]:
         yield StoredCheckpoint(item["note"], item["size"], None, where=where)
 
 
-def _digest(path: Path) -> str:
+def _digest(directory: Path, name: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open(directory, name) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -208,7 +208,7 @@ def verify_export(directory: Path | str, *, public_key: PublicKey | None = None)
         raise _bad(directory, "the manifest lists no files")
     for name in EXPORT_FILES:
         info = files.get(name)
-        if not isinstance(info, dict) or info.get("sha256") != _digest(directory / name):
+        if not isinstance(info, dict) or info.get("sha256") != _digest(directory, name):
             raise _bad(directory, f"{name} does not match the SHA-256 in the manifest")
     return ExportCheck(directory, result)
 
