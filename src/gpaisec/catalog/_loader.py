@@ -50,7 +50,7 @@ from gpaisec.errors import CatalogError
 __all__ = ["MANIFEST", "load_catalog", "packaged_data_dir"]
 
 MANIFEST = "catalog.yaml"
-_HINT_PACKAGED = "the packaged catalog is damaged: reinstall gpaisec"
+_HINT_PACKAGED = "the packaged catalog is damaged: reinstall gpaisec (editing it? see docs/catalog.md)"
 _HINT_CUSTOM = "correct the file (docs/catalog.md describes the format)"
 
 M = TypeVar("M", bound=BaseModel)
@@ -103,6 +103,11 @@ class _Doc:
     data: dict[str, Any]
     node: yaml.Node
     raw: bytes
+
+
+def _shorten(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _codepoint(character: object) -> str:
@@ -300,11 +305,11 @@ class _Loader:
             elif first["type"] == "string_pattern_mismatch":
                 pattern = str((first.get("ctx") or {}).get("pattern", ""))
                 wanted = s.PATTERN_EXAMPLES.get(pattern, f"text matching {pattern}")
-                msg = f"{first.get('input')!r} is not {wanted}"
+                msg = f"{_shorten(first.get('input'))} is not {wanted}"
             elif first["type"] == "string_type" and isinstance(first.get("input"), int | float):
                 msg = f'expected text, got the number {first["input"]!r} (quote it: "{first["input"]}")'
             elif "input" in first and not isinstance(first["input"], dict | list):
-                msg = f"{msg}, got {first['input']!r}"
+                msg = f"{msg}, got {_shorten(first['input'])}"
             extra = len(errors) - 1
             more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
             raise self.fail(doc, loc, msg + more) from None
