@@ -27,6 +27,7 @@ from gpaisec.weights.fingerprint import (
     StatSnapshot,
     TensorSample,
     digest_file,
+    file_digest,
     fingerprint_file,
     is_distinctive,
     sample_ranges,
@@ -189,6 +190,16 @@ def test_full_digest_crosses_chunk_boundaries(tmp_path: Path, monkeypatch: pytes
     }
 
 
+def test_tensor_only_digests_and_plain_file_digest(tmp_path: Path) -> None:
+    path = write_safetensors(tmp_path / "m", make_model(13))
+    full = digest_file(path)
+    tensors_only = digest_file(path, whole_file=False)
+    assert tensors_only.digest is None
+    assert tensors_only.tensors == full.tensors
+    assert FileDigests.from_json(json.loads(json.dumps(tensors_only.to_json()))) == tensors_only
+    assert file_digest(path) == full.digest == blake3(path.read_bytes()).hexdigest()
+
+
 def test_is_distinctive() -> None:
     rng = random.Random(0)
     assert is_distinctive("BF16", 8192, rng.randbytes(8192))
@@ -257,9 +268,9 @@ def test_a_file_truncated_during_the_full_pass_is_refused(
     path = write_safetensors(tmp_path / "m", make_model(8))
     real = fingerprint_module._full_pass
 
-    def truncate_then_hash(src: Any, header: Any) -> Any:
+    def truncate_then_hash(src: Any, header: Any, **kwargs: Any) -> Any:
         os.truncate(path, 100)
-        return real(src, header)
+        return real(src, header, **kwargs)
 
     monkeypatch.setattr(fingerprint_module, "_full_pass", truncate_then_hash)
     with pytest.raises(FileChangedError, match="ended at"):

@@ -333,3 +333,10 @@ def test_coverage_is_the_fraction_of_distinctive_bytes_copied(
         assert coverage == pytest.approx(expected)
     else:
         assert expected < index.found_coverage
+
+
+def test_registered_files_need_a_whole_file_digest(tmp_path: Path) -> None:
+    path = write_safetensors(tmp_path / "m", make_model(14))
+    artifact = RegisteredArtifact("m", "1", (RegisteredFile(str(path), digest_file(path, whole_file=False)),))
+    with pytest.raises(InputError, match="no whole-file digest"):
+        MatchIndex([artifact])

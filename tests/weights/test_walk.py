@@ -304,7 +304,48 @@ def test_confirmation_failure_keeps_sampled_evidence(
         raise UnreadableFileError("cannot open: I/O error")
 
     monkeypatch.setattr(walk_module, "digest_file", refuse)
+    monkeypatch.setattr(walk_module, "file_digest", refuse)
     report = scan(tree, index)
     assert {m.evidence for m in report.discovery.matches} == {Evidence.SAMPLED}
     assert {p.kind for p in report.problems} == {ProblemKind.UNREADABLE_FILE}
     assert report.confirmed == 0
+
+
+def test_an_edited_copy_outside_the_samples_is_confirmed_as_modified(tmp_path: Path) -> None:
+    from gpaisec.weights.fingerprint import DEFAULT_SCHEME, sample_ranges
+    from gpaisec.weights.formats import read_safetensors_header
+
+    model = make_model(70, layers=2, dim=256)
+    original = write_safetensors(tmp_path / "registry" / "model.safetensors", model)
+    index = MatchIndex(
+        [RegisteredArtifact("m", "1", (RegisteredFile(str(original), digest_file(original)),))]
+    )
+    header = read_safetensors_header(original)
+    size = original.stat().st_size
+    sampled = [
+        (o, o + n) for o, n in sample_ranges(size, DEFAULT_SCHEME.file_block, DEFAULT_SCHEME.file_blocks)
+    ]
+    for tensor in header.tensors:
+        start = header.data_start + tensor.begin
+        sampled += [
+            (start + o, start + o + n)
+            for o, n in sample_ranges(
+                tensor.nbytes, DEFAULT_SCHEME.tensor_block, DEFAULT_SCHEME.tensor_blocks
+            )
+        ]
+    target = next(t for t in header.tensors if t.name == "layers.1.mlp.up.weight")
+    position = next(
+        p
+        for p in range(header.data_start + target.begin, header.data_start + target.end, 512)
+        if not any(lo <= p < hi for lo, hi in sampled)
+    )
+    data = bytearray(original.read_bytes())
+    data[position] ^= 0x55
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "model.safetensors").write_bytes(bytes(data))
+    report = scan(tree, index)
+    (match,) = report.discovery.matches
+    assert (match.kind, match.evidence, match.tensors_modified) == (MatchKind.FILE_COPY, Evidence.MODIFIED, 1)
+    assert report.discovery.findings[0].evidence is Evidence.MODIFIED
+    assert report.confirmed == 1

@@ -80,6 +80,7 @@ __all__ = [
     "TensorKey",
     "TensorSample",
     "digest_file",
+    "file_digest",
     "fingerprint_file",
     "is_distinctive",
     "sample_ranges",
@@ -360,10 +361,14 @@ class TensorDigest:
 @dataclass(frozen=True)
 class FileDigests:
     """Everything registration stores about one file: the sampled fingerprint, the BLAKE3 of the
-    whole file and the digests of every tensor (in the order of ``fingerprint.tensors``)."""
+    whole file and the digests of every tensor (in the order of ``fingerprint.tensors``).
+
+    ``digest`` is None only when it was deliberately not computed (``whole_file=False``, used to
+    confirm a tensor copy, where the file as a whole is not expected to match anything).
+    """
 
     fingerprint: FileFingerprint
-    digest: Digest
+    digest: Digest | None
     tensors: tuple[TensorDigest, ...] = ()
 
     def __post_init__(self) -> None:
@@ -388,7 +393,8 @@ class FileDigests:
         for sampled, full in zip(fingerprint.tensors, tensors, strict=False):
             if sampled.key != full.key or sampled.nbytes != full.nbytes:
                 raise _bad("a tensor digest disagrees with the fingerprint's tensor sample")
-        return cls(fingerprint=fingerprint, digest=_get_digest(data, "digest"), tensors=tensors)
+        digest = None if data.get("digest", "") is None else _get_digest(data, "digest")
+        return cls(fingerprint=fingerprint, digest=digest, tensors=tensors)
 
 
 @dataclass(frozen=True)
@@ -568,13 +574,15 @@ def digest_file(
     expected: StatSnapshot | None = None,
     follow_symlinks: bool = True,
     require_weights: bool = False,
+    whole_file: bool = True,
 ) -> FileDigests:
     """The sampled fingerprint plus full BLAKE3 digests of the file and of every tensor.
 
     Used at registration (store the result) and to confirm a match. Reads the whole file once, in
     8 MiB chunks into one reused buffer (no mmap: a file truncated under a mapping would crash the
     process with SIGBUS). With ``require_weights`` a file of no recognised weight format raises
-    :class:`NotWeightsError`.
+    :class:`NotWeightsError`. ``whole_file=False`` skips the whole-file digest (``digest`` is
+    None), halving the hashing when only the tensors need confirming.
     """
     with _guard(os.fsdecode(path), expected, follow_symlinks) as opened:
         sampled = _sample(opened.source, scheme, keep_tensor_samples=True)
@@ -584,7 +592,7 @@ def digest_file(
                 "PyTorch, pickle, ONNX, HDF5, NumPy or a gpaisec sealed file)",
                 hint="register only weight files; discovery could never find copies of this one",
             )
-        digest, tensor_digests = _full_pass(opened.source, sampled.header)
+        digest, tensor_digests = _full_pass(opened.source, sampled.header, whole_file=whole_file)
         result = FileDigests(
             fingerprint=sampled.fingerprint,
             digest=digest,
@@ -606,7 +614,22 @@ def digest_file(
     return result
 
 
-def _full_pass(src: _FdSource, header: SafetensorsHeader | None) -> tuple[Digest, list[Digest]]:
+def file_digest(
+    path: str | os.PathLike[str] | bytes,
+    *,
+    expected: StatSnapshot | None = None,
+    follow_symlinks: bool = True,
+) -> Digest:
+    """Plain BLAKE3 of the whole file (what ``b3sum`` prints), with the same change checks."""
+    with _guard(os.fsdecode(path), expected, follow_symlinks) as opened:
+        digest, _tensors = _full_pass(opened.source, None, whole_file=True)
+    assert digest is not None
+    return digest
+
+
+def _full_pass(
+    src: _FdSource, header: SafetensorsHeader | None, *, whole_file: bool
+) -> tuple[Digest | None, list[Digest]]:
     """One sequential read: the whole-file digest and, for safetensors, one digest per tensor.
 
     The header guarantees the tensors are sorted and do not overlap, so at most one tensor hasher
@@ -615,7 +638,7 @@ def _full_pass(src: _FdSource, header: SafetensorsHeader | None) -> tuple[Digest
     spans: Sequence[tuple[int, int]] = ()
     if header is not None:
         spans = [(header.data_start + t.begin, header.data_start + t.end) for t in header.tensors]
-    file_hash = blake3(max_threads=blake3.AUTO)
+    file_hash = blake3(max_threads=blake3.AUTO) if whole_file else None
     digests: list[Digest] = []
     current: blake3 | None = None
     index = 0
@@ -639,7 +662,8 @@ def _full_pass(src: _FdSource, header: SafetensorsHeader | None) -> tuple[Digest
             )
         chunk = view[:got]
         end = position + got
-        file_hash.update(chunk)
+        if file_hash is not None:
+            file_hash.update(chunk)
         while index < len(spans) and spans[index][0] < end:
             start, stop = spans[index]
             lo, hi = max(start, position), min(stop, end)
@@ -653,4 +677,4 @@ def _full_pass(src: _FdSource, header: SafetensorsHeader | None) -> tuple[Digest
             current = None
             index += 1
         position = end
-    return Digest(file_hash.hexdigest()), digests
+    return (Digest(file_hash.hexdigest()) if file_hash is not None else None), digests

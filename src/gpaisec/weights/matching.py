@@ -306,6 +306,7 @@ class MatchIndex:
             )
         self.scheme: SamplingScheme = schemes.pop() if schemes else DEFAULT_SCHEME
         self._by_file: dict[FileKey, list[tuple[int, int]]] = {}
+        self._by_digest: dict[Digest, RegisteredFile] = {}
         self._by_tensor: dict[TensorKey, list[int]] = {}
         self._units: list[dict[Unit, int]] = []
         self._full: list[dict[TensorKey, set[Digest]]] = []
@@ -316,6 +317,13 @@ class MatchIndex:
             full: dict[TensorKey, set[Digest]] = {}
             file_units: list[int | None] = []
             for f_index, registered in enumerate(artifact.files):
+                if registered.digests.digest is None:
+                    raise InputError(
+                        f"registered file {registered.path} of {artifact.model} {artifact.version} has no "
+                        "whole-file digest",
+                        hint="register files with digest_file(path) (whole_file=True)",
+                    )
+                self._by_digest.setdefault(registered.digests.digest, registered)
                 fingerprint = registered.digests.fingerprint
                 self._by_file.setdefault(fingerprint.key, []).append((a_index, f_index))
                 sizes = [fingerprint.size]
@@ -348,6 +356,10 @@ class MatchIndex:
         """
         return self._smallest
 
+    def registered_file(self, digest: Digest) -> RegisteredFile | None:
+        """The registered file whose whole-file BLAKE3 digest is ``digest``, if any."""
+        return self._by_digest.get(digest)
+
     def total_bytes(self, artifact_index: int) -> int:
         return sum(self._units[artifact_index].values())
 
@@ -366,7 +378,7 @@ class MatchIndex:
             # Whole files.
             for a_index, f_index in self._by_file.get(fingerprint.key, ()):
                 registered = self.artifacts[a_index].files[f_index]
-                if item.digests is None:
+                if item.digests is None or item.digests.digest is None:
                     evidence = Evidence.SAMPLED
                 elif item.digests.digest == registered.digests.digest:
                     evidence = Evidence.CONFIRMED

@@ -34,7 +34,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gpaisec.errors import InputError
-from gpaisec.weights.fingerprint import StatSnapshot, digest_file, fingerprint_file
+from gpaisec.weights.fingerprint import (
+    FileDigests,
+    StatSnapshot,
+    digest_file,
+    file_digest,
+    fingerprint_file,
+)
 from gpaisec.weights.formats import (
     HEAD_BYTES,
     FileChangedError,
@@ -45,7 +51,7 @@ from gpaisec.weights.formats import (
     _sniff_source,
     display_path,
 )
-from gpaisec.weights.matching import Discovery, MatchIndex, ScannedFile
+from gpaisec.weights.matching import Discovery, MatchIndex, MatchKind, ScannedFile
 
 __all__ = [
     "DEFAULT_MIN_SIZE",
@@ -386,6 +392,32 @@ def _problem_for(path: str, exc: WeightFileError) -> ScanProblem:
     return ScanProblem(ProblemKind.UNREADABLE_FILE, path, exc.message)
 
 
+def _confirm(
+    index: MatchIndex, item: ScannedFile, candidate: Candidate, *, whole_file: bool, follow: bool
+) -> FileDigests:
+    """Full digests for a matched file, hashing each byte once.
+
+    A whole-file match is confirmed by the file's BLAKE3 alone: equal to a registered file's, the
+    bytes -- hence every tensor -- are that file's, whose tensor digests are reused. Otherwise (a
+    tensor copy, or a whole-file match that turns out modified) the tensors are hashed.
+    """
+    if whole_file:
+        digest = file_digest(candidate.path, expected=candidate.stat, follow_symlinks=follow)
+        registered = index.registered_file(digest)
+        if registered is not None and registered.digests.fingerprint == item.fingerprint:
+            return FileDigests(item.fingerprint, digest, registered.digests.tensors)
+    digests = digest_file(
+        candidate.path,
+        scheme=index.scheme,
+        expected=candidate.stat,
+        follow_symlinks=follow,
+        whole_file=not whole_file,
+    )
+    if whole_file:
+        return FileDigests(digests.fingerprint, digest, digests.tensors)
+    return digests
+
+
 def scan(
     root: str | bytes | os.PathLike[str] | os.PathLike[bytes],
     index: MatchIndex,
@@ -435,16 +467,13 @@ def scan(
     discovery = index.match(item for _c, item in scanned.values())
     confirmed = 0
     if confirm and discovery.matches:
+        whole = {m.path for m in discovery.matches if m.kind is not MatchKind.TENSOR_COPY}
         again: list[ScannedFile] = []
         for path in dict.fromkeys(m.path for m in discovery.matches):
             candidate, item = scanned[path]
+            follow = follow_symlinks or path == walker.root
             try:
-                digests = digest_file(
-                    path,
-                    scheme=index.scheme,
-                    expected=candidate.stat,
-                    follow_symlinks=follow_symlinks or path == walker.root,
-                )
+                digests = _confirm(index, item, candidate, whole_file=path in whole, follow=follow)
             except WeightFileError as exc:
                 problems.append(_problem_for(path, exc))
                 again.append(item)
