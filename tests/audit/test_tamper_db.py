@@ -288,3 +288,15 @@ def test_changed_node_and_head(log: Workspace, key: PublicKey) -> None:
         log, key, lambda s: s.execute(text("UPDATE audit_head SET compact_range = :r"), {"r": b"\x00" * 64})
     )
     assert "compact range" in err.message
+
+
+def test_text_replace_in_sql_is_named(log: Workspace, key: PublicKey) -> None:
+    """The obvious forgery with a SQL string function (SQLite even turns the BLOB into TEXT)."""
+    if log.engine.dialect.name == "sqlite":
+        sql = "UPDATE audit_entry SET entry = replace(entry, 'thing:7', 'thing:8') WHERE seq = 7"
+    else:
+        sql = (
+            "UPDATE audit_entry SET entry = convert_to("
+            "replace(convert_from(entry, 'UTF8'), 'thing:7', 'thing:8'), 'UTF8') WHERE seq = 7"
+        )
+    assert tampered(log, key, lambda s: s.execute(text(sql))).first_bad == 7

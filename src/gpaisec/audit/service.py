@@ -104,6 +104,17 @@ class _Pending:
     rows: list[tuple[int, dt.datetime, str, str, str, bytes]] = field(default_factory=list)
 
 
+def _b(value: object, what: str) -> bytes:
+    """A stored binary value as bytes. SQLite may hand back TEXT where a raw UPDATE stored text."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    raise AuditIntegrityError(f"{what} is stored as {type(value).__name__}, not bytes")
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 
@@ -129,7 +140,7 @@ def _lock_head(session: Session) -> _Pending:
         row = session.execute(query).one()
     origin, size, blob = row
     try:
-        compact = CompactRange.from_bytes(size, blob)
+        compact = CompactRange.from_bytes(size, _b(blob, "the audit head's compact range"))
     except ValueError:
         raise AuditIntegrityError(
             "the audit head's compact range does not fit its size",
@@ -319,10 +330,10 @@ class _StoreNodes:
         inner = [flat_id(level, index) for level, index in ids if level > 0]
         if leaves:
             for seq, h in self.session.execute(select(_E.c.seq, _E.c.leaf_hash).where(_E.c.seq.in_(leaves))):
-                out[(0, seq)] = h
+                out[(0, seq)] = _b(h, f"entry {seq}'s leaf hash")
         if inner:
             for node, h in self.session.execute(select(_N.c.id, _N.c.hash).where(_N.c.id.in_(inner))):
-                out[from_flat_id(node)] = h
+                out[from_flat_id(node)] = _b(h, f"node {node}")
         if len(out) != len(ids):
             raise AuditIntegrityError(
                 "stored subtree hashes needed for this proof are missing", hint="run gpaisec audit verify"
@@ -375,7 +386,9 @@ def prove(ws: Workspace, seq: int, *, checkpoint: int | None = None) -> Inclusio
             f"the stored log does not prove entry {seq} against its checkpoint at size {size}",
             hint="run gpaisec audit verify to find the damage",
         ) from None
-    return InclusionProof(ckpt.origin, seq, size, bytes(data), tuple(path), ckpt.note, key.key_id)
+    return InclusionProof(
+        ckpt.origin, seq, size, _b(data, f"entry {seq}"), tuple(path), ckpt.note, key.key_id
+    )
 
 
 def consistency(ws: Workspace, old_size: int, new_size: int) -> ConsistencyProof:
@@ -421,13 +434,16 @@ def _entries(session: Session) -> Iterator[StoredEntry]:
     query = select(_E.c.seq, _E.c.entry, _E.c.leaf_hash, _E.c.time, _E.c.actor, _E.c.action, _E.c.object)
     result = session.execute(query.order_by(_E.c.seq).execution_options(yield_per=2000))
     for seq, data, leaf, time, actor, action, obj in result:
-        yield StoredEntry(bytes(data), seq, bytes(leaf), (time, actor, action, obj))
+        yield StoredEntry(
+            _b(data, f"entry {seq}"), seq, _b(leaf, f"entry {seq}'s leaf hash"), (time, actor, action, obj)
+        )
 
 
 def _checkpoints(session: Session) -> Iterator[StoredCheckpoint]:
     query = select(_C.c.size, _C.c.root, _C.c.note).order_by(_C.c.size).execution_options(yield_per=2000)
     for size, root, note in session.execute(query):
-        yield StoredCheckpoint(note, size, bytes(root), where=f"checkpoint at size {size}")
+        where = f"checkpoint at size {size}"
+        yield StoredCheckpoint(str(note), size, _b(root, f"the root of the {where}"), where=where)
 
 
 def _check_nodes(session: Session, size: int) -> bytes:
@@ -441,7 +457,7 @@ def _check_nodes(session: Session, size: int) -> bytes:
 
     def flush() -> None:
         query = select(_N.c.id, _N.c.hash).where(_N.c.id.in_(list(batch)))
-        rows: dict[int, bytes] = {node: bytes(h) for node, h in session.execute(query)}
+        rows: dict[int, bytes] = {node: _b(h, f"node {node}") for node, h in session.execute(query)}
         for node, h in batch.items():
             if rows.get(node) != h:
                 level, index = from_flat_id(node)
@@ -456,7 +472,7 @@ def _check_nodes(session: Session, size: int) -> bytes:
     cr = CompactRange()
     query = select(_E.c.leaf_hash).order_by(_E.c.seq).execution_options(yield_per=5000)
     for (leaf,) in session.execute(query):
-        for level, index, h in cr.append(bytes(leaf)):
+        for level, index, h in cr.append(_b(leaf, f"entry {cr.size}'s leaf hash")):
             batch[flat_id(level, index)] = h
         if len(batch) >= 2000:
             flush()
@@ -484,6 +500,7 @@ def verify_session(session: Session, key: PublicKey) -> VerifyResult:
             raise AuditIntegrityError("the audit log has entries but no head row", first_bad=0)
         return result
     _, size, root, blob = head[0]
+    root, blob = _b(root, "the head's root"), _b(blob, "the head's compact range")
     if size != result.tree_size:
         first = min(size, result.tree_size)
         raise AuditIntegrityError(
@@ -588,8 +605,8 @@ def export(ws: Workspace, dest: Path) -> ExportResult:
             entries, leaves = _HashingWriter(tmp / "entries.jsonl"), _HashingWriter(tmp / "leaf-hashes.txt")
             query = select(_E.c.entry, _E.c.leaf_hash).order_by(_E.c.seq).execution_options(yield_per=5000)
             for data, leaf in s.execute(query):
-                entries.write(bytes(data) + b"\n")
-                leaves.write(bytes(leaf).hex().encode() + b"\n")
+                entries.write(_b(data, "an entry") + b"\n")
+                leaves.write(_b(leaf, "a leaf hash").hex().encode() + b"\n")
             files = {"entries.jsonl": entries.close(), "leaf-hashes.txt": leaves.close()}
             cps = _HashingWriter(tmp / "checkpoints.jsonl")
             for item in _checkpoints(s):
@@ -603,7 +620,7 @@ def export(ws: Workspace, dest: Path) -> ExportResult:
             "format": EXPORT_FORMAT,
             "origin": origin,
             "tree_size": size,
-            "root": bytes(root).hex(),
+            "root": _b(root, "the head's root").hex(),
             "checkpoints": files["checkpoints.jsonl"]["lines"],
             "key_id": key.key_id,
             "vkey": vkey(origin, key) if origin else None,
@@ -623,7 +640,7 @@ def export(ws: Workspace, dest: Path) -> ExportResult:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(dest, size, files["checkpoints.jsonl"]["lines"], bytes(root), key.key_id)
+    return ExportResult(dest, size, files["checkpoints.jsonl"]["lines"], _b(root, "root"), key.key_id)
 
 
 # -- queries ------------------------------------------------------------------------------------
@@ -673,7 +690,7 @@ def log(
         rows = s.execute(query).all()
     out = []
     for _seq, data in reversed(rows):
-        value = json.loads(bytes(data))
+        value = json.loads(_b(data, "an entry"))
         out.append(
             LogEntry(
                 value["seq"],
