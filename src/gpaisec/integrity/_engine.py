@@ -213,8 +213,11 @@ def _buffer() -> bytearray:
 
 def _hash_batch(
     batch: list[_Entry], params: HashParams, counter: _Counter
-) -> tuple[list[Resource], list[_Entry]]:
-    """Hash the small files of ``batch`` from one read each; hand back the large ones, sized."""
+) -> tuple[list[Resource], list[_Entry], int]:
+    """Hash the small files of ``batch`` from one read each; hand back the large ones, sized.
+
+    Returns the resources, the large files, and the bytes hashed.
+    """
     out: list[Resource] = []
     large: list[_Entry] = []
     buf = _buffer()
@@ -248,7 +251,7 @@ def _hash_batch(
     finally:
         view.release()
     counter.add(done)
-    return out, large
+    return out, large, done
 
 
 @contextlib.contextmanager
@@ -335,15 +338,16 @@ def hash_tree(
     ignore = frozenset(params.ignore_paths) | extra_ignore
     counter = _Counter()
     results: list[Resource] = []
-    batches: set[Future[tuple[list[Resource], list[_Entry]]]] = set()
+    batches: set[Future[tuple[list[Resource], list[_Entry], int]]] = set()
     ranges: set[Future[list[Resource]]] = set()
     large_b3: list[_Entry] = []
+    small_bytes = 0
     large_bytes = 0
 
     def report() -> None:
         if progress is not None:
             known = not batches  # every file opened: all sizes known
-            progress(counter.value, counter.value + large_bytes if known else None)
+            progress(counter.value, small_bytes + large_bytes if known else None)
 
     def take_large(found: list[_Entry]) -> None:
         nonlocal large_bytes
@@ -358,12 +362,13 @@ def hash_tree(
                 ranges.add(pool.submit(_hash_ranges, e, [(0, e.size)], params, counter))
 
     def harvest(timeout: float) -> None:
-        nonlocal batches, ranges
+        nonlocal batches, ranges, small_bytes
         if batches:
             done, batches = wait(batches, timeout=timeout, return_when=FIRST_COMPLETED)
             for fut in done:
-                small, found = fut.result()
+                small, found, hashed = fut.result()
                 results.extend(small)
+                small_bytes += hashed
                 take_large(found)
             timeout = 0
         if ranges:
