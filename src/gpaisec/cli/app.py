@@ -20,6 +20,15 @@ from gpaisec import __version__
 from gpaisec.cli import common
 from gpaisec.errors import GpaisecError
 
+# typer 0.29 and newer raise usage errors from a bundled copy of click; older ones from click itself.
+try:
+    from typer._click.exceptions import ClickException as _BundledClickException
+except ImportError:  # pragma: no cover - older typer
+    _BundledClickException = ClickException  # type: ignore[misc,assignment]
+USAGE_ERRORS: tuple[type[Exception], ...] = (ClickException, _BundledClickException)
+EXITS: tuple[type[Exception], ...] = (Exit, typer.Exit)
+ABORTS: tuple[type[BaseException], ...] = (ClickAbort, typer.Abort)
+
 app = typer.Typer(
     name="gpaisec",
     help="Protect unreleased model weights and prove conformance with the EU GPAI Code of Practice.",
@@ -79,13 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         common.stderr.print(f"[bold red]error:[/] {exc.diagnostics()}", highlight=False)
         return exc.exit_code
-    except Exit as exc:
-        return exc.exit_code
-    except ClickAbort:
+    except EXITS as exc:
+        return int(getattr(exc, "exit_code", 0))
+    except ABORTS:
         common.stderr.print("aborted")
         return 130
-    except ClickException as exc:
-        exc.show()
+    except USAGE_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]
         return 2
     except KeyboardInterrupt:
         common.stderr.print("interrupted")

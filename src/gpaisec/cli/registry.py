@@ -303,3 +303,45 @@ def register(app: typer.Typer) -> None:
     app.add_typer(devices_app, name="devices")
     app.add_typer(locations_app, name="locations")
     app.add_typer(findings_app, name="findings")
+    registry_app = typer.Typer(help="The registry of every copy of the weights.", no_args_is_help=True)
+    registry_app.command("show")(registry_show)
+    app.add_typer(registry_app, name="registry")
+
+
+def registry_show(
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    fmt: common.FormatOption = common.OutputFormat.table,
+) -> None:
+    """Where every unreleased version lives, with each copy's state."""
+    data = registry.registry_view(common.workspace(), model=model)
+
+    def render() -> None:
+        if not data:
+            common.info("the registry is empty: `gpaisec models add NAME` then `gpaisec models versions add`")
+            return
+        for v in data:
+            state = "released" if v["released"] else "[bold]unreleased[/]"
+            manifests = (
+                ", ".join(f"{m['digest'][:24]}… ({m['files']} files)" for m in v["manifests"]) or "none"
+            )
+            common.stdout.print(f"\n{v['version']} ({state}); manifest: {manifests}")
+            common.print_table(
+                None,
+                ["location", "device", "managed", "storage", "approved", "last scan", "present", "findings"],
+                [
+                    [
+                        c["location"],
+                        c["device"] or "",
+                        "yes" if c["managed"] else "[red]no[/]",
+                        c["storage"],
+                        "yes" if c["approved"] else "[bold red]NO[/]",
+                        c["last_scan_at"].strftime("%Y-%m-%d %H:%M") if c["last_scan_at"] else "never",
+                        {True: "yes", False: "[red]missing[/]", None: "?"}[c["present"]],
+                        ", ".join(c["findings"]),
+                    ]
+                    for c in v["copies"]
+                ],
+                empty="  no copies recorded: approve a location and run `gpaisec discover`",
+            )
+
+    common.emit(fmt, data, render)

@@ -514,3 +514,108 @@ def list_findings(ws: Workspace, *, open_only: bool = False, kind: str | None = 
         if kind:
             q = q.where(Finding.kind == kind)
         return list(s.scalars(q))
+
+
+# --- the registry view -----------------------------------------------------------------------------
+
+
+def registry_view(ws: Workspace, *, model: str | None = None) -> list[dict[str, Any]]:
+    """Where every version lives: approved locations with their state, and every other place it was seen.
+
+    One entry per version (unreleased first). Each copy says where it is, on which device (managed or
+    not), how it is stored, when it was last scanned, whether the last scan found it, and its open findings.
+    """
+    from gpaisec.weights.models import Scan, Sighting  # local: keeps the lookups above light
+
+    with ws.reader() as s:
+        q = select(ModelVersion).options(
+            selectinload(ModelVersion.model), selectinload(ModelVersion.artifacts)
+        )
+        if model is not None:
+            q = q.where(ModelVersion.model_id == get_model(s, model).id)
+        versions = sorted(s.scalars(q), key=lambda v: (v.released, v.model.name, v.created_at))
+        approvals = list(
+            s.scalars(
+                select(LocationApproval).options(
+                    selectinload(LocationApproval.location).selectinload(Location.device)
+                )
+            )
+        )
+        open_findings = list(s.scalars(select(Finding).where(Finding.state != "resolved")))
+        devices = {d.id: d for d in s.scalars(select(Device))}
+        locations = {loc.id: loc for loc in s.scalars(select(Location))}
+        # The latest scan that covered each location, and what each scan saw.
+        latest: dict[str, str] = {}
+        for loc_id, scan_id in s.execute(
+            select(Sighting.location_id, Sighting.scan_id)
+            .join(Scan, Scan.id == Sighting.scan_id)
+            .where(Sighting.location_id.is_not(None))
+            .order_by(Scan.started_at)
+        ):
+            latest[str(loc_id)] = scan_id
+        out: list[dict[str, Any]] = []
+        for v in versions:
+            sightings = list(
+                s.scalars(
+                    select(Sighting).where(Sighting.version_id == v.id).order_by(Sighting.seen_at.desc())
+                )
+            )
+            copies: list[dict[str, Any]] = []
+            approved_ids = set()
+            for a in approvals:
+                if a.version_id != v.id:
+                    continue
+                loc = a.location
+                approved_ids.add(loc.id)
+                seen = [x for x in sightings if x.location_id == loc.id and x.scan_id == latest.get(loc.id)]
+                copies.append(
+                    {
+                        "location": loc.label,
+                        "device": loc.device.name if loc.device else None,
+                        "managed": loc.device.managed if loc.device else None,
+                        "storage": loc.storage,
+                        "approved": True,
+                        "last_scan_at": loc.last_scan_at,
+                        "present": bool(seen) if loc.last_scan_at else None,
+                        "files": len(seen),
+                        "findings": [f.id for f in open_findings if f.location_id == loc.id],
+                    }
+                )
+            elsewhere: dict[tuple[str | None, str], dict[str, Any]] = {}
+            for x in sightings:
+                if x.location_id in approved_ids:
+                    continue
+                loc_row = locations.get(x.location_id) if x.location_id else None
+                place = loc_row.label if loc_row else x.path.rsplit("/", 1)[0]
+                dev = devices.get(x.device_id) if x.device_id else None
+                key = (x.device_id, place)
+                if key in elsewhere:
+                    elsewhere[key]["files"] += 1
+                    continue
+                elsewhere[key] = {
+                    "location": place if loc_row else f"{dev.name if dev else '?'}:{place}",
+                    "device": dev.name if dev else None,
+                    "managed": dev.managed if dev else False,
+                    "storage": loc_row.storage if loc_row else "unknown",
+                    "approved": False,
+                    "last_scan_at": x.seen_at,
+                    "present": True,
+                    "files": 1,
+                    "findings": [
+                        f.id for f in open_findings if f.version_id == v.id and f.sighting_id == x.id
+                    ],
+                }
+            out.append(
+                {
+                    "version": v.ref,
+                    "released": v.released,
+                    "training_flop": v.training_flop,
+                    "manifests": [
+                        {"digest": a.manifest_digest, "files": a.file_count, "bytes": a.total_size}
+                        for a in v.artifacts
+                    ],
+                    "copies": copies + list(elsewhere.values()),
+                    "open_findings": [f.id for f in open_findings if f.version_id == v.id],
+                }
+            )
+        return out
