@@ -149,3 +149,20 @@ def test_usage_errors_exit_2_without_a_traceback(args: list[str], capsys: pytest
     assert rc == 2
     assert "Traceback" not in err
     assert "Error" in err
+
+
+def test_a_corrupt_catalog_stops_before_anything_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gpaisec.catalog import _loader
+
+    corrupt = Path(__file__).parent.parent / "catalog" / "fixtures" / "duplicate-id"
+    assert corrupt.is_dir()
+    monkeypatch.setenv("GPAISEC_CATALOG", str(corrupt))
+    _loader._custom_cached.cache_clear()
+    ws = tmp_path / "ws"
+    rc, _, err = run(capsys, "-w", str(ws), "assess")
+    assert rc == 3
+    assert err.count("\n") == 1
+    assert "duplicate" in err.lower()
+    assert not ws.exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -71,8 +72,21 @@ def load_catalog(path: Path | None = None) -> Catalog:
     afresh on each call.
     """
     if path is None:
-        return _packaged()
-    path = Path(path)
+        override = os.environ.get("GPAISEC_CATALOG")
+        if not override:
+            return _packaged()
+        path = Path(override)
+        return _custom_cached(str(path.absolute()))
+    return _load_path(Path(path))
+
+
+@functools.cache
+def _custom_cached(path: str) -> Catalog:
+    """A catalog named by ``GPAISEC_CATALOG`` (a newer edition of the Code, say), loaded once."""
+    return _load_path(Path(path))
+
+
+def _load_path(path: Path) -> Catalog:
     if path.is_file():
         return _Loader(path.parent, path.name, _HINT_CUSTOM).load()
     if not path.is_dir():

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gpaisec.catalog import load_catalog
 from gpaisec.workspace import Workspace
 
 # Piped output is not cut to 80 columns: tables stay readable in files and CI logs.
@@ -43,6 +44,8 @@ class State:
 
     def workspace(self) -> Workspace:
         if self._workspace is None:
+            # A broken catalog must stop a command before it creates or changes anything.
+            load_catalog()
             self._workspace = Workspace.open(self.workspace_dir)
         return self._workspace
 
