@@ -266,3 +266,8 @@ def test_random_trees_match_reference(tree: dict[str, bytes], shard_size: int) -
             HashParams(algorithm="sha256", method="shards", shard_size=shard_size),
         ):
             assert names_and_digests(hash_directory(root, params)) == reference(root, params)
+
+
+def test_worker_count_must_be_positive(model: Path) -> None:
+    with pytest.raises(InputError, match="workers must be at least 1"):
+        hash_directory(model, workers=0)

@@ -483,3 +483,11 @@ def test_manifest_json_survives_a_round_trip_through_a_signature(
 ) -> None:
     manifest = sign(model, keys["private"], tmp_path / "s.sig")
     assert Manifest.from_json(verify_signature(tmp_path / "s.sig", keys["public"]).to_json()) == manifest
+
+
+def test_unwritable_output_is_an_input_error(model: Path, tmp_path: Path, keys: dict[str, Path]) -> None:
+    with pytest.raises(InputError, match="cannot write the signature"):
+        sign(model, keys["private"], tmp_path / "no-such-dir" / "s.sig")
+    with pytest.raises(InputError, match="cannot write the signature"):
+        sign(model, keys["private"], tmp_path)  # a directory
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

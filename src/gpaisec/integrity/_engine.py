@@ -335,6 +335,8 @@ def hash_tree(
     model directory; everything else should go through :func:`hash_directory`.
     """
     root = _check_root(path)
+    if workers is not None and workers < 1:
+        raise InputError(f"workers must be at least 1, got {workers}", hint="leave it unset for the default")
     ignore = frozenset(params.ignore_paths) | extra_ignore
     counter = _Counter()
     results: list[Resource] = []

@@ -170,8 +170,15 @@ def _load_public_key(path: PathLike) -> ec.EllipticCurvePublicKey:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the signature to {os.fspath(path)!r}: {exc.strerror or exc}",
+            hint="give a file path in a directory that exists and that this user may write",
+        ) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -179,6 +186,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise InputError(
+            f"cannot write the signature to {os.fspath(path)!r}: {exc.strerror or exc}",
+            hint="give a file path (not a directory) that this user may write",
+        ) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
