@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from gpaisec.audit._keys import Signer, load_or_create_signer
+from gpaisec.audit._keys import PublicKey, Signer, load_or_create_signer, load_signer
 from gpaisec.audit.service import has_pending, seal
 from gpaisec.errors import ConfigError
 from gpaisec.store import create_db_engine
@@ -110,6 +110,15 @@ class Workspace:
         if self._audit_signer is None:
             self._audit_signer = load_or_create_signer(self.keys_dir)
         return self._audit_signer
+
+    def audit_public_key(self) -> PublicKey | None:
+        """The public key audit checkpoints must verify with; None if no key was ever created."""
+        if self._audit_signer is None:
+            signer = load_signer(self.keys_dir)
+            if signer is None:
+                return None
+            self._audit_signer = signer
+        return self._audit_signer.public_key
 
     def close(self) -> None:
         self.engine.dispose()

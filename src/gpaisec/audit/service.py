@@ -81,6 +81,7 @@ __all__ = [
 HEAD_ID = 1
 _STATE = "gpaisec.audit.pending"
 _MARKS = "gpaisec.audit.savepoints"
+_ENTRY_COLUMNS = "audit_entry (seq, time, actor, action, object, entry, leaf_hash)"
 _E, _N, _C, _H = (cast(Table, m.__table__) for m in (AuditEntry, AuditNode, AuditCheckpoint, AuditHead))
 
 
@@ -113,6 +114,11 @@ def _b(value: object, what: str) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogateescape")
     raise AuditIntegrityError(f"{what} is stored as {type(value).__name__}, not bytes")
+
+
+def _sqlite_time(value: dt.datetime) -> str:
+    """A UTC time as SQLAlchemy's SQLite DateTime stores it (what UTCDateTime reads back)."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -212,29 +218,27 @@ def seal(session: Session, signer: Signer) -> Checkpoint | None:
         return None
     assert isinstance(state, _Pending)
     compact = state.compact.copy()
-    entries: list[dict[str, Any]] = []
-    nodes: list[dict[str, Any]] = []
+    conn = session.connection()
+    sqlite = conn.dialect.name == "sqlite"
+    entries: list[tuple[Any, ...]] = []
+    nodes: list[tuple[int, bytes]] = []
+    append = compact.append
     for seq, time, actor, action, obj, data in state.rows:
         leaf = leaf_hash(data)
-        for level, index, h in compact.append(leaf):
-            nodes.append({"id": flat_id(level, index), "hash": h})
-        entries.append(
-            {
-                "seq": seq,
-                "time": time,
-                "actor": actor,
-                "action": action,
-                "object": obj,
-                "entry": data,
-                "leaf_hash": leaf,
-            }
-        )
+        for level, index, h in append(leaf):
+            nodes.append((flat_id(level, index), h))
+        entries.append((seq, _sqlite_time(time) if sqlite else time, actor, action, obj, data, leaf))
     root = compact.root()
     now = utcnow()
     ckpt = sign_checkpoint(state.origin, compact.size, root, now, signer)
-    session.execute(insert(_E), entries)
+    # Group commit: one multi-row insert each for entries and nodes, straight to the driver (values are
+    # already in the driver's types; the round trip through the column types is covered by verify).
+    ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    # Only driver placeholders are formatted into these statements (hence noqa: S608).
+    marks = ", ".join([ph] * 7)
+    conn.exec_driver_sql(f"INSERT INTO {_ENTRY_COLUMNS} VALUES ({marks})", entries)  # noqa: S608
     if nodes:
-        session.execute(insert(_N), nodes)
+        conn.exec_driver_sql(f"INSERT INTO audit_node (id, hash) VALUES ({ph}, {ph})", nodes)  # noqa: S608
     moved = session.execute(
         update(_H)
         .where(_H.c.id == HEAD_ID, _H.c.size == state.base)
@@ -304,8 +308,7 @@ def _snapshot(session: Session) -> None:
 
 def trusted_key(ws: Workspace) -> PublicKey | None:
     """The public key that this workspace's checkpoints must verify with (None: no key yet)."""
-    signer = load_signer(ws.keys_dir)
-    return signer.public_key if signer is not None else None
+    return ws.audit_public_key()
 
 
 def _require_key(ws: Workspace) -> PublicKey:
@@ -325,15 +328,25 @@ class _StoreNodes:
         self.session = session
 
     def nodes(self, ids: Collection[NodeId]) -> Mapping[NodeId, bytes]:
-        out: dict[NodeId, bytes] = {}
+        # One query for the whole proof, straight to the driver: leaves come from audit_entry under
+        # negative keys (-1 - seq), interior nodes from audit_node under their flat ids.
         leaves = [index for level, index in ids if level == 0]
         inner = [flat_id(level, index) for level, index in ids if level > 0]
-        if leaves:
-            for seq, h in self.session.execute(select(_E.c.seq, _E.c.leaf_hash).where(_E.c.seq.in_(leaves))):
-                out[(0, seq)] = _b(h, f"entry {seq}'s leaf hash")
+        conn = self.session.connection()
+        ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        parts = []
         if inner:
-            for node, h in self.session.execute(select(_N.c.id, _N.c.hash).where(_N.c.id.in_(inner))):
-                out[from_flat_id(node)] = _b(h, f"node {node}")
+            marks = ", ".join([ph] * len(inner))  # only placeholders are formatted in
+            parts.append(f"SELECT id, hash FROM audit_node WHERE id IN ({marks})")  # noqa: S608
+        if leaves:
+            marks = ", ".join([ph] * len(leaves))
+            parts.append(f"SELECT -1 - seq, leaf_hash FROM audit_entry WHERE seq IN ({marks})")  # noqa: S608
+        out: dict[NodeId, bytes] = {}
+        if parts:
+            rows = conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(inner + leaves))
+            for key, h in rows:
+                node = (0, -1 - key) if key < 0 else from_flat_id(key)
+                out[node] = _b(h, f"stored hash {node}")
         if len(out) != len(ids):
             raise AuditIntegrityError(
                 "stored subtree hashes needed for this proof are missing", hint="run gpaisec audit verify"
