@@ -32,7 +32,13 @@ from gpaisec.weights.fingerprint import (
     is_distinctive,
     sample_ranges,
 )
-from gpaisec.weights.formats import FileChangedError, Format, SafetensorsError, UnreadableFileError
+from gpaisec.weights.formats import (
+    HEAD_BYTES,
+    FileChangedError,
+    Format,
+    SafetensorsError,
+    UnreadableFileError,
+)
 from tests.weights.conftest import Tensor, make_model, random_tensor, reshard, write_safetensors, write_shards
 
 # --------------------------------------------------------------------------------------------------
@@ -140,7 +146,7 @@ def test_sampled_fingerprint_reads_a_bounded_amount(tmp_path: Path, monkeypatch:
     reads = _count_reads(monkeypatch)
     fingerprint = fingerprint_file(path)
     scheme = DEFAULT_SCHEME
-    budget = 4096 + 8 + 4096 + scheme.file_block * scheme.file_blocks
+    budget = HEAD_BYTES + 8 + 4096 + scheme.file_block * scheme.file_blocks
     budget += len(model) * scheme.tensor_block * scheme.tensor_blocks
     assert sum(reads) <= budget
     assert sum(reads) < path.stat().st_size / 30

@@ -340,3 +340,33 @@ def test_registered_files_need_a_whole_file_digest(tmp_path: Path) -> None:
     artifact = RegisteredArtifact("m", "1", (RegisteredFile(str(path), digest_file(path, whole_file=False)),))
     with pytest.raises(InputError, match="no whole-file digest"):
         MatchIndex([artifact])
+
+
+def test_small_tensors_are_left_out_of_evidence_when_large_ones_dominate(tmp_path: Path) -> None:
+    rng = random.Random(21)
+    big = {f"big{i}": Tensor("F32", (128, 128), rng.randbytes(65536)) for i in range(8)}
+    small = {f"small{i}": Tensor("F32", (1024,), rng.randbytes(4096)) for i in range(4)}  # 3 %
+    artifact = register("m", "1", [write_safetensors(tmp_path / "reg" / "m.safetensors", {**big, **small})])
+    smalls = write_safetensors(tmp_path / "smalls", small)
+    bigs = write_safetensors(tmp_path / "bigs", big)
+
+    index = MatchIndex([artifact], min_match_bytes=0)
+    assert index.min_candidate_size == 65536 + 10  # the walker need not open smaller files
+    assert index.match(scanned(smalls)).matches == ()
+    (finding,) = index.match(scanned(bigs)).findings
+    assert finding.coverage == pytest.approx(1.0)
+
+    everything = MatchIndex([artifact], min_match_bytes=0, min_evidence_bytes=0)
+    assert everything.min_candidate_size == 4096 + 10
+    assert len(everything.match(scanned(smalls)).matches) == 1
+    assert everything.match(scanned(bigs)).findings[0].coverage == pytest.approx(512 / 528)
+
+
+def test_an_artifact_of_small_tensors_keeps_them_as_evidence(tmp_path: Path) -> None:
+    rng = random.Random(22)
+    tensors = {f"t{i}": Tensor("F32", (1024,), rng.randbytes(4096)) for i in range(6)}
+    index = MatchIndex([register("tiny", "1", [write_safetensors(tmp_path / "tiny.safetensors", tensors)])])
+    assert index.min_candidate_size == 4096 + 10
+    stolen = write_shards(tmp_path / "x", reshard(tensors, 3), "{i}")
+    (finding,) = index.match(scanned(*stolen)).findings
+    assert finding.found

@@ -10,7 +10,7 @@ format                  how it is recognised
 gpaisec sealed file     magic ``GPAISEAL`` at offset 0
 GGUF                    magic ``GGUF`` at offset 0
 NumPy ``.npy``          magic ``\\x93NUMPY`` at offset 0
-HDF5                    signature ``\\x89HDF\\r\\n\\x1a\\n`` at offset 0, 512, 1024, 2048, ... (up to 64 KiB)
+HDF5                    signature ``\\x89HDF\\r\\n\\x1a\\n`` at offset 0, 512, 1024, 2048 or 4096
 PyTorch zip             a zip archive holding ``<dir>/data.pkl``
 NumPy ``.npz``          a zip archive whose members are all ``.npy``
 safetensors             8-byte little-endian header length, then a JSON object
@@ -65,14 +65,15 @@ __all__ = [
     "sniff_bytes",
 ]
 
-HEAD_BYTES: Final = 4096
-"""How much of the start of a file :func:`sniff` reads."""
+HEAD_BYTES: Final = 8192
+"""How much of the start of a file :func:`sniff` reads (one read; it covers HDF5 user blocks of up
+to 4 KiB, so sniffing a file that is not a zip archive costs exactly one read)."""
 
 MAX_SAFETENSORS_HEADER: Final = 100_000_000
 """Largest safetensors JSON header accepted (the reference implementation's limit, 100 MB)."""
 
 _HDF5_SIGNATURE: Final = b"\x89HDF\r\n\x1a\n"
-_HDF5_MAX_USERBLOCK: Final = 64 * 1024
+_HDF5_MAX_USERBLOCK: Final = 4096
 _ZIP_LOCAL: Final = b"PK\x03\x04"
 _ZIP_EMPTY: Final = b"PK\x05\x06"
 _ZIP_CENTRAL_LIMIT: Final = 1 << 20
@@ -339,9 +340,10 @@ def _with_source(source: PathOrFile, action: Callable[[_Source], Any]) -> Any:
 def sniff(source: PathOrFile) -> Format:
     """The weight format of a file, recognised from its first bytes (never from its name).
 
-    ``source`` is a path or a seekable binary file object (whose position is restored). Reads at
-    most :data:`HEAD_BYTES` from the start, a few 8-byte probes for an HDF5 user block, and for zip
-    archives the end-of-archive record and up to 1 MiB of central directory.
+    ``source`` is a path or a seekable binary file object (whose position is restored). Reads
+    :data:`HEAD_BYTES` from the start and, for zip archives only, the end-of-archive record and up
+    to 1 MiB of central directory. An HDF5 file with a user block larger than 4 KiB (rare: h5py
+    and Keras write none) is not recognised.
 
     Raises :class:`UnreadableFileError` if the file cannot be opened or read.
     """
@@ -373,17 +375,17 @@ def _sniff_source(src: _Source, head: bytes | None = None) -> Format:
         return Format.PICKLE
     if _looks_onnx(head, src.size):
         return Format.ONNX
-    if _hdf5_in_userblock(src, head):
+    if _hdf5_in_userblock(head):
         return Format.HDF5
     return Format.UNKNOWN
 
 
-def _hdf5_in_userblock(src: _Source, head: bytes) -> bool:
-    # The HDF5 superblock may follow a user block of 512 * 2**k bytes.
+def _hdf5_in_userblock(head: bytes) -> bool:
+    # The HDF5 superblock may follow a user block of 512 * 2**k bytes; only those inside the head
+    # are looked at, so that sniffing costs one read.
     offset = 512
-    while offset <= _HDF5_MAX_USERBLOCK and offset + 8 <= src.size:
-        probe = head[offset : offset + 8] if offset + 8 <= len(head) else src.read_at(offset, 8)
-        if probe == _HDF5_SIGNATURE:
+    while offset <= _HDF5_MAX_USERBLOCK:
+        if head[offset : offset + 8] == _HDF5_SIGNATURE:
             return True
         offset *= 2
     return False

@@ -15,9 +15,12 @@ holds two dictionaries:
   registered version -- re-sharded into a different number of files, with renamed tensors, merged
   with other tensors, or with bytes appended.
 
-Coverage is counted in bytes of *units*: each distinctive tensor of a version once (duplicates
-within a version count once), and each registered file without distinctive tensors (GGUF, ONNX,
-...) as a whole. A version is *found* when the union of all scanned files covers at least
+Coverage is counted in bytes of *units*: each evidence tensor of a version once (duplicates within
+a version count once), and each registered file without evidence tensors (GGUF, ONNX, ...) as a
+whole. Evidence tensors are the distinctive ones (not constant, at least 1 KiB); when the tensors of
+at least ``min_evidence_bytes`` hold 90 % of those bytes, only they are used, which lets the walker
+skip, unopened, every file too small to hold one (:attr:`MatchIndex.min_candidate_size`).
+A version is *found* when the union of all scanned files covers at least
 ``found_coverage`` of it. A file holding registered tensors is reported if it is a whole-file copy,
 if its matched tensors reach ``min_match_bytes``, or if it contributes to a found version; so a
 shared small tensor in an unrelated file is never reported on its own.
@@ -51,6 +54,7 @@ from gpaisec.weights.formats import Format, display_path
 
 __all__ = [
     "DEFAULT_FOUND_COVERAGE",
+    "DEFAULT_MIN_EVIDENCE_BYTES",
     "DEFAULT_MIN_MATCH_BYTES",
     "Discovery",
     "Evidence",
@@ -66,6 +70,11 @@ __all__ = [
 
 DEFAULT_MIN_MATCH_BYTES: Final = 1 << 20
 """Tensor bytes a file must share with a version to be reported on its own (1 MiB)."""
+
+DEFAULT_MIN_EVIDENCE_BYTES: Final = 64 * 1024
+"""Distinctive tensors smaller than this (norms, biases) are left out of the evidence of an artifact
+whose larger tensors hold at least 90 % of its distinctive bytes. They would add almost nothing to
+coverage, and the walker would have to open every file big enough to hold one."""
 
 DEFAULT_FOUND_COVERAGE: Final = 0.5
 """Fraction of a version's bytes the scanned files must cover for the version to count as found."""
@@ -290,13 +299,18 @@ class MatchIndex:
         *,
         min_match_bytes: int = DEFAULT_MIN_MATCH_BYTES,
         found_coverage: float = DEFAULT_FOUND_COVERAGE,
+        min_evidence_bytes: int = DEFAULT_MIN_EVIDENCE_BYTES,
     ) -> None:
-        if min_match_bytes < 0:
-            raise InputError(f"min_match_bytes must not be negative, got {min_match_bytes}")
+        if min_match_bytes < 0 or min_evidence_bytes < 0:
+            raise InputError(
+                f"min_match_bytes and min_evidence_bytes must not be negative, got {min_match_bytes} "
+                f"and {min_evidence_bytes}"
+            )
         if not 0.0 < found_coverage <= 1.0:
             raise InputError(f"found_coverage must be in (0, 1], got {found_coverage}")
         self.min_match_bytes = min_match_bytes
         self.found_coverage = found_coverage
+        self.min_evidence_bytes = min_evidence_bytes
         self.artifacts: tuple[RegisteredArtifact, ...] = tuple(artifacts)
         schemes = {f.digests.fingerprint.scheme for a in self.artifacts for f in a.files}
         if len(schemes) > 1:
@@ -316,6 +330,7 @@ class MatchIndex:
             units: dict[Unit, int] = {}
             full: dict[TensorKey, set[Digest]] = {}
             file_units: list[int | None] = []
+            evidence = self._evidence(artifact)
             for f_index, registered in enumerate(artifact.files):
                 if registered.digests.digest is None:
                     raise InputError(
@@ -327,10 +342,10 @@ class MatchIndex:
                 fingerprint = registered.digests.fingerprint
                 self._by_file.setdefault(fingerprint.key, []).append((a_index, f_index))
                 sizes = [fingerprint.size]
-                distinctive = [t for t in registered.digests.tensors if t.distinctive]
-                if fingerprint.format is Format.SAFETENSORS and distinctive:
+                used = [t for t in registered.digests.tensors if t.key in evidence]
+                if fingerprint.format is Format.SAFETENSORS and used:
                     file_units.append(None)
-                    for tensor in distinctive:
+                    for tensor in used:
                         units[tensor.key] = tensor.nbytes
                         full.setdefault(tensor.key, set()).add(tensor.digest)
                         holders = self._by_tensor.setdefault(tensor.key, [])
@@ -347,6 +362,22 @@ class MatchIndex:
             self._full.append(full)
             self._file_units.append(file_units)
         self._smallest = smallest
+
+    def _evidence(self, artifact: RegisteredArtifact) -> set[TensorKey]:
+        """The tensors of an artifact used as evidence: its distinctive tensors, without those
+        under ``min_evidence_bytes`` when the larger ones hold at least 90 % of the bytes."""
+        distinctive = {
+            t.key: t.nbytes
+            for f in artifact.files
+            if f.digests.fingerprint.format is Format.SAFETENSORS
+            for t in f.digests.tensors
+            if t.distinctive
+        }
+        large = {k for k, n in distinctive.items() if n >= self.min_evidence_bytes}
+        large_bytes = sum(distinctive[k] for k in large)
+        if large and large_bytes >= 0.9 * sum(distinctive.values()):
+            return large
+        return set(distinctive)
 
     @property
     def min_candidate_size(self) -> int | None:
