@@ -188,11 +188,7 @@ def cover(start: int, end: int) -> list[NodeId]:
 
 def hash_range(start: int, end: int, nodes: Mapping[NodeId, bytes]) -> bytes:
     """MTH(D[start:end]) from the hashes of the subtrees that :func:`cover` names."""
-    parts = [nodes[node] for node in cover(start, end)]
-    h = parts[-1]
-    for left in reversed(parts[:-1]):
-        h = _sha256(b"\x01" + left + h).digest()
-    return h
+    return _fold([nodes[node] for node in cover(start, end)])
 
 
 def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
@@ -249,10 +245,17 @@ class NodeSource(Protocol):
         ...
 
 
+def _fold(parts: list[bytes]) -> bytes:
+    h = parts[-1]
+    for left in reversed(parts[:-1]):
+        h = _sha256(b"\x01" + left + h).digest()
+    return h
+
+
 def _prove(ranges: list[tuple[int, int]], source: NodeSource) -> list[bytes]:
-    wanted = {node for a, b in ranges for node in cover(a, b)}
-    got = source.nodes(wanted)
-    return [hash_range(a, b, got) for a, b in ranges]
+    covers = [cover(a, b) for a, b in ranges]
+    got = source.nodes({node for c in covers for node in c})
+    return [_fold([got[node] for node in c]) for c in covers]
 
 
 def inclusion_proof(index: int, size: int, source: NodeSource) -> list[bytes]:

@@ -343,7 +343,11 @@ class _StoreNodes:
             parts.append(f"SELECT -1 - seq, leaf_hash FROM audit_entry WHERE seq IN ({marks})")  # noqa: S608
         out: dict[NodeId, bytes] = {}
         if parts:
-            rows = conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(inner + leaves))
+            # The driver's own connection (same transaction): a proof is latency-bound, and SQLAlchemy's
+            # result machinery would cost more than the lookups themselves.
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            rows = driver.execute(" UNION ALL ".join(parts), tuple(inner + leaves)).fetchall()
             for key, h in rows:
                 node = (0, -1 - key) if key < 0 else from_flat_id(key)
                 out[node] = _b(h, f"stored hash {node}")
