@@ -15,8 +15,10 @@ the thing to stay clear of):
   window, each window on all cores (``max_threads=AUTO``); BLAKE3's tree makes the digest the
   same as a one-thread hash (and as ``b3sum``). Windows already hashed are dropped from the
   mapping (``MADV_DONTNEED``), so resident memory stays near one window, never the whole file.
-* A large SHA-256 file is one pool task (method ``files``), or one task per group of shards
-  (method ``shards``); hashlib releases the GIL while it hashes a window of the mapping.
+* A large SHA-256 file is one task (method ``files``), or one task per group of shards (method
+  ``shards``), in a second, wider pool: hashlib releases the GIL while it hashes a window of the
+  mapping, and more readers than cores keep a cold disk's queue full (model-signing sizes its
+  pool the same way). Small files keep the narrow pool, where more threads only fight for the GIL.
 
 The progress callback is only ever called on the calling thread.
 """
@@ -93,12 +95,19 @@ class _Counter:
             self.value += n
 
 
-def _default_workers() -> int:
+def _cpus() -> int:
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 2
-    return max(2, min(cpus, 8))
+        return os.cpu_count() or 2
+
+
+def _default_workers() -> int:
+    return max(2, min(_cpus(), 8))
+
+
+def _large_workers(workers: int) -> int:
+    return max(workers, min(32, _cpus() + 4))
 
 
 def _new_hasher(algorithm: Algorithm, *, all_cores: bool = False) -> _Hasher:
@@ -359,9 +368,9 @@ def hash_tree(
                 large_b3.append(e)
             elif params.method == "shards" and params.shard_size is not None:
                 for group in _shard_task_ranges(e.size, params.shard_size):
-                    ranges.add(pool.submit(_hash_ranges, e, group, params, counter))
+                    ranges.add(wide_pool().submit(_hash_ranges, e, group, params, counter))
             else:
-                ranges.add(pool.submit(_hash_ranges, e, [(0, e.size)], params, counter))
+                ranges.add(wide_pool().submit(_hash_ranges, e, [(0, e.size)], params, counter))
 
     def harvest(timeout: float) -> None:
         nonlocal batches, ranges, small_bytes
@@ -381,7 +390,19 @@ def hash_tree(
     # Walk to the end before hashing: a walking thread and the workers would fight for the GIL
     # (each worker system call then waits for the walker's switch interval; measured 3x slower).
     entries = list(_walk(root, params, ignore))
-    pool = ThreadPoolExecutor(max_workers=workers or _default_workers(), thread_name_prefix="gpaisec-hash")
+    narrow = workers or _default_workers()
+    pool = ThreadPoolExecutor(max_workers=narrow, thread_name_prefix="gpaisec-hash")
+    wide: list[ThreadPoolExecutor] = []
+
+    def wide_pool() -> ThreadPoolExecutor:
+        if not wide:
+            wide.append(
+                ThreadPoolExecutor(
+                    max_workers=_large_workers(narrow), thread_name_prefix="gpaisec-hash-large"
+                )
+            )
+        return wide[0]
+
     try:
         for i in range(0, len(entries), _BATCH_FILES):
             batches.add(pool.submit(_hash_batch, entries[i : i + _BATCH_FILES], params, counter))
@@ -396,9 +417,11 @@ def hash_tree(
                 harvest(_POLL_SECONDS)
             report()
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for p in (pool, *wide):
+            p.shutdown(wait=True, cancel_futures=True)
         raise
-    pool.shutdown(wait=True)
+    for p in (pool, *wide):
+        p.shutdown(wait=True)
     report()
     return Manifest._trusted(params, results, model_name_of(root))
 
@@ -417,7 +440,8 @@ def hash_directory(
         params: how to hash (default :class:`HashParams`: BLAKE3, one digest per file, git
             metadata ignored, symlinks refused). The manifest records them.
         progress: optional ``progress(bytes_done, bytes_total)``, called on this thread.
-        workers: pool threads (default: the CPUs this process may use, 2 to 8).
+        workers: threads for small files (default: the CPUs this process may use, 2 to 8);
+            large SHA-256 files use ``max(workers, min(32, CPUs + 4))``.
 
     Raises:
         InputError: the directory is missing, holds a refused symlink or special file, a file
