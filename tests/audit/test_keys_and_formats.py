@@ -103,6 +103,9 @@ def test_public_key_formats() -> None:
     assert parse_public_key(vkey(ORIGIN, pub).encode(), source="k") == pub
     with pytest.raises(InputError):
         parse_public_key(b"garbage!", source="k")
+    broken = pub.pem().replace(b"MCowBQYDK2Vw", b"MCowBQYDK2V/")  # an unknown algorithm OID
+    with pytest.raises(InputError):
+        parse_public_key(broken, source="k")
 
 
 def test_checkpoint_is_a_c2sp_signed_note() -> None:

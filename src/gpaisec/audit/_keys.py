@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -161,7 +161,7 @@ def _read_private(path: Path) -> LocalSigner:
         ) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ConfigError(
             f"the audit signing key {path} is not an unencrypted PEM private key",
             hint="restore the key file from backup",
@@ -236,8 +236,8 @@ def parse_public_key(data: bytes, *, source: str) -> PublicKey:
     if text.startswith(b"-----BEGIN"):
         try:
             key = serialization.load_pem_public_key(text)
-        except ValueError:
-            raise InputError(f"{source} is not a PEM public key") from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise InputError(f"{source} is not a PEM Ed25519 public key") from None
         if not isinstance(key, Ed25519PublicKey):
             raise InputError(f"{source} is not an Ed25519 public key")
         return PublicKey(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
