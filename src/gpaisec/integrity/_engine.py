@@ -389,7 +389,11 @@ def hash_tree(
 
     # Walk to the end before hashing: a walking thread and the workers would fight for the GIL
     # (each worker system call then waits for the walker's switch interval; measured 3x slower).
-    entries = list(_walk(root, params, ignore))
+    entries: list[_Entry] = []
+    for e in _walk(root, params, ignore):
+        entries.append(e)
+        if progress is not None and len(entries) % 8192 == 0:
+            progress(0, None)  # still walking: show that something is happening
     narrow = workers or _default_workers()
     pool = ThreadPoolExecutor(max_workers=narrow, thread_name_prefix="gpaisec-hash")
     wide: list[ThreadPoolExecutor] = []
