@@ -113,6 +113,18 @@ def test_unreadable_directories_are_reported(tmp_path: Path) -> None:
     assert kinds(walker) == [ProblemKind.UNREADABLE_DIRECTORY]
 
 
+def _deny(monkeypatch: pytest.MonkeyPatch, suffixes: tuple[str, ...]) -> None:
+    """Make os.open in the walker fail with EACCES for paths ending so (works as root too)."""
+    real_open = os.open
+
+    def open_(path: str, flags: int, *args: int, **kwargs: int) -> int:
+        if str(path).endswith(suffixes):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(walk_module.os, "open", open_)
+
+
 def test_unreadable_directories_and_files_are_reported_even_as_root(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,20 +132,7 @@ def test_unreadable_directories_and_files_are_reported_even_as_root(
     write_safetensors(tree / "ok" / "m.safetensors", make_model(1))
     write_safetensors(tree / "locked" / "hidden.safetensors", make_model(2))
     write_safetensors(tree / "secret.safetensors", make_model(3))
-    real_scandir, real_open = os.scandir, os.open
-
-    def scandir(path: str) -> object:
-        if path.endswith("locked"):
-            raise PermissionError(errno.EACCES, "Permission denied", path)
-        return real_scandir(path)
-
-    def open_(path: str, flags: int, *args: int) -> int:
-        if str(path).endswith("secret.safetensors"):
-            raise PermissionError(errno.EACCES, "Permission denied", path)
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(walk_module.os, "scandir", scandir)
-    monkeypatch.setattr(walk_module.os, "open", open_)
+    _deny(monkeypatch, ("locked", "secret.safetensors"))
     found, walker = walk_all(tree)
     assert [Path(c.path).name for c in found] == ["m.safetensors"]
     problems = {(p.kind, Path(p.path).name) for p in walker.problems}
@@ -176,10 +175,11 @@ def test_directories_removed_during_the_walk_are_reported(
     real_scandir = os.scandir
 
     class ListedThenRemoved:
-        def __init__(self, path: str) -> None:
-            with real_scandir(path) as iterator:
+        def __init__(self, target: int) -> None:
+            with real_scandir(target) as iterator:
                 self.entries = list(iterator)
-            shutil.rmtree(tree / "c")  # listed, then removed before it is visited
+            if (tree / "c").exists():
+                (tree / "c").rmdir()  # listed, then removed before it is visited
 
         def __enter__(self) -> ListedThenRemoved:
             return self
@@ -190,8 +190,8 @@ def test_directories_removed_during_the_walk_are_reported(
         def __iter__(self) -> Iterator[os.DirEntry[str]]:
             return iter(self.entries)
 
-    def scandir(path: str) -> object:
-        return ListedThenRemoved(path) if path == str(tree) else real_scandir(path)
+    def scandir(target: int) -> object:
+        return ListedThenRemoved(target)
 
     monkeypatch.setattr(walk_module.os, "scandir", scandir)
     found, walker = walk_all(tree)
@@ -349,3 +349,108 @@ def test_an_edited_copy_outside_the_samples_is_confirmed_as_modified(tmp_path: P
     assert (match.kind, match.evidence, match.tensors_modified) == (MatchKind.FILE_COPY, Evidence.MODIFIED, 1)
     assert report.discovery.findings[0].evidence is Evidence.MODIFIED
     assert report.confirmed == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Parallel walking
+
+
+def _summary(found: list[Candidate], walker: Walker) -> tuple[object, ...]:
+    return (
+        sorted((c.path, c.format, c.stat) for c in found),
+        sorted((p.kind, p.path, p.detail) for p in walker.problems),
+        walker.stats,
+    )
+
+
+@pytest.fixture
+def wide_tree(tmp_path: Path, hostile: Path) -> Path:
+    tree = tmp_path / "wide"
+    for d in range(40):
+        directory = tree / f"d{d % 5}" / f"e{d}"
+        directory.mkdir(parents=True)
+        for f in range(30):
+            (directory / f"f{f}.txt").write_bytes(b"x" * (f * 300))
+    shutil.copytree(hostile / "formats", tree / "d1" / "e6" / "formats")
+    write_safetensors(tree / "d3" / "e8" / "weights.bin", make_model(1))
+    os.mkdir(os.path.join(os.fsencode(tree), b"d2", b"bad-\xff"))
+    return tree
+
+
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_parallel_walk_finds_exactly_what_the_serial_walk_finds(
+    wide_tree: Path, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _deny(monkeypatch, ("e17",))
+    serial = _summary(*walk_all(wide_tree, min_size=100))
+    parallel = _summary(*walk_all(wide_tree, min_size=100, workers=workers))
+    assert parallel == serial
+    assert len(serial[0]) > 10
+    assert {kind for kind, _p, _d in serial[1]} == {
+        ProblemKind.UNREADABLE_DIRECTORY,
+        ProblemKind.UNDECODABLE_NAME,
+    }
+
+
+def test_a_failed_worker_share_is_walked_again(wide_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_dumps(*_args: object, **_kwargs: object) -> str:
+        raise RuntimeError("worker cannot report")
+
+    monkeypatch.setattr(walk_module.json, "dumps", broken_dumps)
+    serial = _summary(*walk_all(wide_tree, min_size=100))
+    assert _summary(*walk_all(wide_tree, min_size=100, workers=2)) == serial
+
+
+def test_abandoning_a_parallel_walk_reaps_the_workers(wide_tree: Path) -> None:
+    walker = Walker(wide_tree, min_size=100, workers=4)
+    iterator = iter(walker)
+    next(iterator)
+    iterator.close()  # type: ignore[attr-defined]
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_workers_are_validated_and_ignored_when_following_symlinks(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="workers"):
+        Walker(tmp_path, workers=0)
+    assert Walker(tmp_path, workers=4, follow_symlinks=True).workers == 1
+
+
+def test_scan_with_workers(tmp_path: Path, index: MatchIndex) -> None:
+    tree = tmp_path / "tree"
+    for d in range(30):
+        shutil.copytree(tmp_path / "registry", tree / f"d{d}")
+    report = scan(tree, index, workers=2)
+    assert len(report.discovery.matches) == 60
+    assert report.stats.directories == 31
+
+
+class _Listing(list):  # type: ignore[type-arg]
+    """A finished directory listing that can stand in for a scandir iterator."""
+
+    def __enter__(self) -> _Listing:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+
+def test_a_directory_swapped_for_a_symlink_is_not_entered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    write_safetensors(tmp_path / "elsewhere" / "m.safetensors", make_model(1))
+    real_scandir = os.scandir
+
+    def scandir(target: int) -> object:
+        entries = list(real_scandir(target))
+        if (tree / "d").is_dir() and not (tree / "d").is_symlink():
+            (tree / "d").rmdir()
+            (tree / "d").symlink_to(tmp_path / "elsewhere")  # swapped after listing
+        return _Listing(entries)
+
+    monkeypatch.setattr(walk_module.os, "scandir", scandir)
+    found, walker = walk_all(tree)
+    assert found == []
+    assert [(p.kind, Path(p.path).name) for p in walker.problems] == [(ProblemKind.CHANGED_DURING_SCAN, "d")]

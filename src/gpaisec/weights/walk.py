@@ -25,13 +25,16 @@ full digests and match again to confirm.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
+import json
 import os
+import signal
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from gpaisec.errors import InputError
 from gpaisec.weights.fingerprint import (
@@ -64,11 +67,18 @@ __all__ = [
     "scan",
 ]
 
+_Pending: TypeAlias = tuple[str, frozenset[tuple[int, int]]]
+"""A directory still to visit, with the (st_dev, st_ino) of its ancestors (for loop detection)."""
+
 DEFAULT_MIN_SIZE: Final = 4096
 """Files smaller than this are skipped unopened when no index says otherwise."""
 
+_SPLIT_LEVELS: Final = 4
+_SPLIT_TARGET: Final = 8  # directories per worker before the tree is shared out
+
 _BASE_FLAGS: Final = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class ProblemKind(enum.StrEnum):
@@ -115,6 +125,16 @@ class Candidate:
     def to_json(self) -> dict[str, Any]:
         return {"path": self.display_path, "format": self.format.value, "size": self.stat.size}
 
+    def to_record(self) -> list[Any]:
+        """A lossless JSON-able form (the path keeps its surrogate escapes) for worker processes."""
+        st = self.stat
+        return [self.path, self.format.value, st.size, st.mtime_ns, st.dev, st.ino]
+
+    @classmethod
+    def from_record(cls, record: list[Any]) -> Candidate:
+        path, fmt, size, mtime_ns, dev, ino = record
+        return cls(path, Format(fmt), StatSnapshot(size=size, mtime_ns=mtime_ns, dev=dev, ino=ino))
+
 
 @dataclass(frozen=True)
 class WalkStats:
@@ -146,6 +166,10 @@ class Walker:
 
     ``problems`` and ``stats`` are complete once iteration has finished. ``root`` may also be a
     single file. A root that does not exist raises :class:`~gpaisec.errors.InputError`.
+
+    ``workers`` > 1 shares the walk out to forked processes (listing and lstat are system-call
+    bound, and run in parallel on different cores). It is ignored when following symlinks or where
+    there is no fork(), and must only be used from a process without other threads (the CLI).
     """
 
     def __init__(
@@ -155,10 +179,14 @@ class Walker:
         min_size: int = DEFAULT_MIN_SIZE,
         follow_symlinks: bool = False,
         same_filesystem: bool = False,
+        workers: int = 1,
     ) -> None:
         if min_size < 0:
             raise InputError(f"min_size must not be negative, got {min_size}")
+        if not 1 <= workers <= 64:
+            raise InputError(f"workers must be between 1 and 64, got {workers}")
         self.root = os.fsdecode(root)
+        self.workers = workers if hasattr(os, "fork") and not follow_symlinks else 1
         self.min_size = min_size
         self.follow_symlinks = follow_symlinks
         self.same_filesystem = same_filesystem
@@ -214,27 +242,131 @@ class Walker:
             )
         key = (root_stat.st_dev, root_stat.st_ino)
         self._visited = {key}
-        stack: list[tuple[str, frozenset[tuple[int, int]]]] = [(self.root, frozenset({key}))]
+        stack: list[_Pending] = [(self.root, frozenset({key}))]
+        if self.workers > 1:
+            yield from self._parallel(stack)
+            return
+        yield from self._drain(stack)
+
+    def _drain(self, stack: list[_Pending]) -> Iterator[Candidate]:
         while stack:
             path, ancestors = stack.pop()
             yield from self._directory(path, ancestors, stack)
+
+    # Parallel walking ------------------------------------------------------------------------------
+    #
+    # Listing and lstat-ing every entry is system-call bound, and system calls of different processes
+    # run on different cores. With ``workers`` > 1 (and symlinks not followed, so that loop detection
+    # needs no shared state):
+    #   1. the top of the tree is walked here until there are enough directories to share out;
+    #   2. ``workers - 1`` forked children each walk an interleaved share, this process walks the
+    #      last share itself, yielding as it goes;
+    #   3. each child sends back its candidates, problems and counters as JSON through a pipe and
+    #      exits with os._exit; a share whose child failed is walked again here.
+    # fork() is only safe in a process without other threads: use workers > 1 from the CLI, not
+    # from inside a threaded server.
+
+    def _parallel(self, stack: list[_Pending]) -> Iterator[Candidate]:
+        # Step 1: the top of the tree.
+        frontier = stack
+        for _level in range(_SPLIT_LEVELS):
+            if not frontier or len(frontier) >= _SPLIT_TARGET * self.workers:
+                break
+            deeper: list[_Pending] = []
+            for path, ancestors in frontier:
+                yield from self._directory(path, ancestors, deeper)
+            frontier = deeper
+        if len(frontier) < self.workers:
+            yield from self._drain(frontier)
+            return
+        # Step 2: the children, then this process's own share.
+        shares = [frontier[i :: self.workers] for i in range(self.workers)]
+        children: list[tuple[int, int, list[_Pending]]] = []
+        try:
+            for share in shares[1:]:
+                children.append(self._fork(share))
+            yield from self._drain(list(shares[0]))
+            # Step 3: the children's results.
+            while children:
+                pid, read_fd, share = children.pop(0)
+                result = self._collect(pid, read_fd)
+                if result is None:
+                    yield from self._drain(list(share))
+                else:
+                    yield from result
+        finally:
+            for pid, read_fd, _share in children:  # abandoned early: stop and reap the children
+                os.close(read_fd)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+                    os.waitpid(pid, 0)
+
+    def _fork(self, share: list[_Pending]) -> tuple[int, int, list[_Pending]]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: walk the share, report, exit without running any cleanup
+            status = 1
+            try:
+                os.close(read_fd)
+                self._problems, self._counts = [], dict.fromkeys(self._counts, 0)
+                found = [c.to_record() for c in self._drain(list(share))]
+                payload = {
+                    "candidates": found,
+                    "problems": [[p.kind.value, p.path, p.detail] for p in self._problems],
+                    "counts": self._counts,
+                }
+                with os.fdopen(write_fd, "wb") as out:
+                    out.write(json.dumps(payload).encode())
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        return pid, read_fd, share
+
+    def _collect(self, pid: int, read_fd: int) -> list[Candidate] | None:
+        with os.fdopen(read_fd, "rb") as source:
+            data = source.read()
+        _pid, status = os.waitpid(pid, 0)
+        if status != 0 or not data:
+            return None
+        payload = json.loads(data)
+        self._problems.extend(ScanProblem(ProblemKind(k), p, d) for k, p, d in payload["problems"])
+        for name, value in payload["counts"].items():
+            self._counts[name] += value
+        return [Candidate.from_record(record) for record in payload["candidates"]]
 
     def _directory(
         self,
         path: str,
         ancestors: frozenset[tuple[int, int]],
-        stack: list[tuple[str, frozenset[tuple[int, int]]]],
+        stack: list[_Pending],
     ) -> Iterator[Candidate]:
+        # The directory is opened once and everything in it is reached relative to that descriptor
+        # (fstatat, openat): cheaper than resolving full paths, and the directory cannot be swapped
+        # for another while it is being read. Below the root, a directory replaced by a symlink is
+        # refused (O_NOFOLLOW) unless symlinks are followed.
+        follow = self.follow_symlinks
+        flags = _DIR_FLAGS if follow or path == self.root else _DIR_FLAGS | _NOFOLLOW
         try:
-            iterator = os.scandir(path)
+            dir_fd = os.open(path, flags)
         except OSError as exc:
+            if exc.errno == errno.ELOOP and not follow:
+                self._problem(ProblemKind.CHANGED_DURING_SCAN, path, "replaced by a symlink during the scan")
+            else:
+                self._os_problem(path, exc, directory=True)
+            return
+        try:
+            iterator = os.scandir(dir_fd)
+        except OSError as exc:
+            os.close(dir_fd)
             self._os_problem(path, exc, directory=True)
             return
         counts = self._counts
         counts["directories"] += 1
         min_size = self.min_size
-        follow = self.follow_symlinks
         track = follow or self.same_filesystem
+        prefix = path if path.endswith(os.sep) else path + os.sep
+        files = small = 0  # the hot counters stay local; see ``finally``
         with iterator:
             try:
                 for entry in iterator:
@@ -245,43 +377,49 @@ class Walker:
                         except UnicodeEncodeError:
                             self._problem(
                                 ProblemKind.UNDECODABLE_NAME,
-                                entry.path,
+                                prefix + name,
                                 f"the name is not valid UTF-8: {os.fsencode(name)!r}",
                             )
                     try:
-                        if entry.is_dir(follow_symlinks=False):
-                            if track:
-                                self._push(entry.path, entry.stat(follow_symlinks=False), ancestors, stack)
-                            else:
-                                stack.append((entry.path, ancestors))
-                        elif entry.is_file(follow_symlinks=False):
-                            counts["files"] += 1
+                        # Regular files first: they are most entries, and d_type answers without a
+                        # system call; only their size needs one (fstatat).
+                        if entry.is_file(follow_symlinks=False):
+                            files += 1
                             if entry.stat(follow_symlinks=False).st_size < min_size:
-                                counts["skipped_small"] += 1
+                                small += 1
                                 continue
-                            candidate = self._sniff(entry.path, follow=False)
+                            candidate = self._sniff(prefix + name, follow=False, dir_fd=dir_fd, name=name)
                             if candidate is not None:
                                 yield candidate
+                        elif entry.is_dir(follow_symlinks=False):
+                            if track:
+                                self._push(prefix + name, entry.stat(follow_symlinks=False), ancestors, stack)
+                            else:
+                                stack.append((prefix + name, ancestors))
                         elif entry.is_symlink():
                             if follow:
-                                yield from self._symlink(entry.path, ancestors, stack)
+                                yield from self._symlink(prefix + name, ancestors, stack)
                             else:
                                 counts["symlinks_skipped"] += 1
                         else:
                             counts["special_files"] += 1
                     except OSError as exc:
-                        self._os_problem(entry.path, exc, directory=False)
+                        self._os_problem(prefix + name, exc, directory=False)
             except OSError as exc:
                 self._problem(
                     ProblemKind.UNREADABLE_DIRECTORY, path, f"listing failed part-way: {_describe(exc)}"
                 )
+            finally:
+                counts["files"] += files
+                counts["skipped_small"] += small
+                os.close(dir_fd)
 
     def _push(
         self,
         path: str,
         st: os.stat_result,
         ancestors: frozenset[tuple[int, int]],
-        stack: list[tuple[str, frozenset[tuple[int, int]]]],
+        stack: list[_Pending],
     ) -> None:
         if self.same_filesystem and st.st_dev != self._root_dev:
             self._counts["other_filesystems"] += 1
@@ -304,7 +442,7 @@ class Walker:
         self,
         path: str,
         ancestors: frozenset[tuple[int, int]],
-        stack: list[tuple[str, frozenset[tuple[int, int]]]],
+        stack: list[_Pending],
     ) -> Iterator[Candidate]:
         try:
             st = os.stat(path)
@@ -327,9 +465,15 @@ class Walker:
         else:
             self._counts["special_files"] += 1
 
-    def _sniff(self, path: str, *, follow: bool) -> Candidate | None:
+    def _sniff(
+        self, path: str, *, follow: bool, dir_fd: int | None = None, name: str | None = None
+    ) -> Candidate | None:
+        flags = _BASE_FLAGS if follow else _BASE_FLAGS | _NOFOLLOW
         try:
-            fd = os.open(path, _BASE_FLAGS if follow else _BASE_FLAGS | _NOFOLLOW)
+            if dir_fd is not None and name is not None:
+                fd = os.open(name, flags, dir_fd=dir_fd)
+            else:
+                fd = os.open(path, flags)
         except OSError as exc:
             if exc.errno == errno.ELOOP and not follow:
                 self._problem(ProblemKind.CHANGED_DURING_SCAN, path, "replaced by a symlink during the scan")
@@ -426,6 +570,7 @@ def scan(
     follow_symlinks: bool = False,
     same_filesystem: bool = False,
     min_size: int | None = None,
+    workers: int = 1,
     on_candidate: Callable[[Candidate], None] | None = None,
 ) -> ScanReport:
     """Discover copies of the indexed artifacts under ``root``.
@@ -440,13 +585,18 @@ def scan(
        cannot be confirmed keeps its sampled evidence and gets a problem record.
 
     ``on_candidate`` is called for each candidate before it is fingerprinted (progress display).
+    ``workers`` > 1 walks the tree in that many processes (see :class:`Walker`).
     """
     threshold = min_size
     if threshold is None:
         smallest = index.min_candidate_size
         threshold = DEFAULT_MIN_SIZE if smallest is None else smallest
     walker = Walker(
-        root, min_size=threshold, follow_symlinks=follow_symlinks, same_filesystem=same_filesystem
+        root,
+        min_size=threshold,
+        follow_symlinks=follow_symlinks,
+        same_filesystem=same_filesystem,
+        workers=workers,
     )
     problems: list[ScanProblem] = []
     scanned: dict[str, tuple[Candidate, ScannedFile]] = {}
