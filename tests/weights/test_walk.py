@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -454,3 +455,20 @@ def test_a_directory_swapped_for_a_symlink_is_not_entered(
     found, walker = walk_all(tree)
     assert found == []
     assert [(p.kind, Path(p.path).name) for p in walker.problems] == [(ProblemKind.CHANGED_DURING_SCAN, "d")]
+
+
+def test_same_filesystem_skips_other_mounts(tmp_path: Path) -> None:
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem to compare with")
+    target = Path(tempfile.mkdtemp(dir=other))
+    try:
+        write_safetensors(target / "m.safetensors", make_model(1))
+        (tmp_path / "mounted").symlink_to(target)
+        found, walker = walk_all(tmp_path, follow_symlinks=True, same_filesystem=True)
+        assert found == []
+        assert walker.stats.other_filesystems == 1
+        found, walker = walk_all(tmp_path, follow_symlinks=True)
+        assert len(found) == 1
+    finally:
+        shutil.rmtree(target)
