@@ -402,6 +402,15 @@ def test_a_failed_worker_share_is_walked_again(wide_tree: Path, monkeypatch: pyt
     assert _summary(*walk_all(wide_tree, min_size=100, workers=2)) == serial
 
 
+def test_a_walk_goes_on_when_fork_fails(wide_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    serial = _summary(*walk_all(wide_tree, min_size=100))
+    monkeypatch.setattr(walk_module.os, "fork", no_fork)
+    assert _summary(*walk_all(wide_tree, min_size=100, workers=3)) == serial
+
+
 def test_abandoning_a_parallel_walk_reaps_the_workers(wide_tree: Path) -> None:
     walker = Walker(wide_tree, min_size=100, workers=4)
     iterator = iter(walker)

@@ -2,9 +2,11 @@
 
 :class:`Walker` visits a tree with ``os.scandir`` and an explicit stack (no recursion, one open
 directory at a time) and yields a :class:`Candidate` for every regular file whose first bytes sniff
-as a weight format. Files below ``min_size`` are skipped on the size ``scandir`` already knows,
-without being opened; everything else is opened without following symlinks and without blocking
-on FIFOs, checked to be a regular file, and sniffed from its first 4 KiB.
+as a weight format. Entries are reached relative to their directory's descriptor. Regular files
+are known from the directory listing; files below ``min_size`` are skipped after one ``fstatat``,
+without being opened; the rest are opened without following symlinks and without blocking on
+FIFOs, checked to be regular files, and sniffed from their first 8 KiB. That one ``fstatat`` per
+file is the floor of a walk's cost; ``workers`` > 1 spreads it over several processes.
 
 Nothing in a tree stops a walk. What gets in the way is recorded as a :class:`ScanProblem` and the
 walk goes on:
@@ -282,10 +284,15 @@ class Walker:
         # Step 2: the children, then this process's own share.
         shares = [frontier[i :: self.workers] for i in range(self.workers)]
         children: list[tuple[int, int, list[_Pending]]] = []
+        own = list(shares[0])
         try:
             for share in shares[1:]:
-                children.append(self._fork(share))
-            yield from self._drain(list(shares[0]))
+                child = self._fork(share)
+                if child is None:  # could not fork: walk that share here
+                    own.extend(share)
+                else:
+                    children.append(child)
+            yield from self._drain(own)
             # Step 3: the children's results.
             while children:
                 pid, read_fd, share = children.pop(0)
@@ -301,9 +308,17 @@ class Walker:
                     os.kill(pid, signal.SIGTERM)
                     os.waitpid(pid, 0)
 
-    def _fork(self, share: list[_Pending]) -> tuple[int, int, list[_Pending]]:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
+    def _fork(self, share: list[_Pending]) -> tuple[int, int, list[_Pending]] | None:
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError:
+            return None
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            return None
         if pid == 0:  # the child: walk the share, report, exit without running any cleanup
             status = 1
             try:
@@ -324,16 +339,27 @@ class Walker:
         return pid, read_fd, share
 
     def _collect(self, pid: int, read_fd: int) -> list[Candidate] | None:
-        with os.fdopen(read_fd, "rb") as source:
-            data = source.read()
-        _pid, status = os.waitpid(pid, 0)
+        """A child's results, or None if it failed (its share is then walked again here)."""
+        try:
+            with os.fdopen(read_fd, "rb") as source:
+                data = source.read()
+        except OSError:
+            data = b""
+        finally:
+            _pid, status = os.waitpid(pid, 0)
         if status != 0 or not data:
             return None
-        payload = json.loads(data)
-        self._problems.extend(ScanProblem(ProblemKind(k), p, d) for k, p, d in payload["problems"])
-        for name, value in payload["counts"].items():
+        try:
+            payload = json.loads(data)
+            problems = [ScanProblem(ProblemKind(k), p, d) for k, p, d in payload["problems"]]
+            candidates = [Candidate.from_record(record) for record in payload["candidates"]]
+            counts = {name: int(payload["counts"][name]) for name in self._counts}
+        except (ValueError, KeyError, TypeError):
+            return None
+        self._problems.extend(problems)
+        for name, value in counts.items():
             self._counts[name] += value
-        return [Candidate.from_record(record) for record in payload["candidates"]]
+        return candidates
 
     def _directory(
         self,
