@@ -63,10 +63,11 @@ def root(
 
 
 def _register() -> None:
-    from gpaisec.cli import assess, audit, catalog, demo, registry
+    from gpaisec.cli import assess, audit, catalog, demo, registry, weights
 
     app.add_typer(catalog.app, name="catalog")
     app.add_typer(audit.app, name="audit")
+    app.add_typer(weights.app, name="weights")
     assess.register(app)
     registry.register(app)
     demo.register(app)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, cast
 
 import typer
 
 from gpaisec.cli import common
+from gpaisec.integrity import Algorithm, HashParams, terminal_progress
 from gpaisec.weights import registry
+from gpaisec.weights.artifacts import register_version
+from gpaisec.weights.discovery import discover
 
 models_app = typer.Typer(help="Models and their versions.", no_args_is_help=True)
 versions_app = typer.Typer(help="Versions of a model.", no_args_is_help=True)
@@ -75,6 +79,48 @@ def models_list(fmt: common.FormatOption = common.OutputFormat.table) -> None:
                 for m in rows
             ],
             empty="no models: register one with `gpaisec models add NAME --unreleased`",
+        ),
+    )
+
+
+@versions_app.command("add")
+def versions_add(
+    model: str,
+    version: str,
+    source: Annotated[Path, typer.Option("--from", help="The directory holding the version's files.")],
+    released: Annotated[
+        bool | None, typer.Option("--released/--unreleased", help="Default: the model's.")
+    ] = None,
+    training_flop: Annotated[float | None, typer.Option(help="Training compute of this version.")] = None,
+    algorithm: Annotated[str, typer.Option(help="blake3 (default) or sha256.")] = "blake3",
+    fmt: common.FormatOption = common.OutputFormat.table,
+) -> None:
+    """Register a version from its files: hashes the directory, stores its manifest and fingerprints."""
+    ws = common.workspace()
+    with terminal_progress("hashing") as progress:
+        artifact = register_version(
+            ws,
+            model,
+            version,
+            source=source,
+            released=released,
+            training_flop=training_flop,
+            params=HashParams(algorithm=cast(Algorithm, algorithm)),  # HashParams refuses unknown names
+            progress=progress,
+        )
+    data = {
+        "version": f"{model}:{version}",
+        "artifact": artifact.id,
+        "manifest": artifact.manifest_digest,
+        "files": artifact.file_count,
+        "bytes": artifact.total_size,
+    }
+    common.emit(
+        fmt,
+        data,
+        lambda: common.info(
+            f"{model}:{version} registered: {artifact.file_count} files, {artifact.total_size:,} bytes, "
+            f"manifest {artifact.manifest_digest}"
         ),
     )
 
@@ -297,7 +343,57 @@ def findings_resolve(finding_id: str, reason: Annotated[str, typer.Option(help="
     common.info(f"finding {finding_id} resolved")
 
 
+def discover_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Directories to scan.")],
+    device: Annotated[
+        str | None, typer.Option(help="The registered device being scanned (default: this host).")
+    ] = None,
+    confirm: Annotated[bool, typer.Option(help="Hash matched files fully to confirm them.")] = False,
+    fmt: common.FormatOption = common.OutputFormat.table,
+) -> None:
+    """Find copies of registered weights; record sightings; open findings and alert on unauthorised copies."""
+    ws = common.workspace()
+    seen = [0]
+
+    def tick(_candidate: object) -> None:
+        seen[0] += 1
+
+    with common.stderr.status("scanning…"):
+        result = discover(ws, paths, device=device, confirm=confirm, on_candidate=tick)
+    for f in result.new_findings:
+        common.stderr.print(f"[bold red]ALERT[/] {f['severity']} {f['kind']} {f['id']}: {f['summary']}")
+
+    def render() -> None:
+        common.print_table(
+            f"Scan {result.scan_id} on {result.device or 'an unregistered host'}",
+            ["path", "version", "match", "evidence", "location"],
+            [
+                [
+                    m["path"],
+                    f"{m['model']}:{m['version']}",
+                    m["kind"],
+                    m["evidence"],
+                    m["location"] or "UNREGISTERED",
+                ]
+                for m in result.matches
+            ],
+            empty=f"no copy of a registered version found ({result.files_seen} files, "
+            f"{result.candidates} weight files)",
+        )
+        for p in result.problems:
+            common.stderr.print(f"[yellow]problem[/] {p.get('kind')}: {p.get('path')}: {p.get('detail')}")
+        common.info(
+            f"{result.files_seen} files, {result.candidates} weight files, {len(result.matches)} matches, "
+            f"{len(result.new_findings)} new findings, {len(result.problems)} problems"
+        )
+
+    common.emit(fmt, result.to_json(), render)
+    if result.new_findings:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("discover")(discover_cmd)
     app.add_typer(models_app, name="models")
     app.add_typer(sites_app, name="sites")
     app.add_typer(devices_app, name="devices")

@@ -152,13 +152,20 @@ def unmanaged_copies(ctx: CheckContext, item_id: str) -> CheckResult:
             .where(Location.device_id.is_not(None), Location.retired_at.is_(None))
         )
     )
-    holding |= set(
-        s.scalars(
-            select(Sighting.device_id).where(
-                Sighting.device_id.is_not(None), Sighting.version_id.is_not(None)
+    # A device holds weights if its most recent scan saw a copy of a registered version.
+    latest_scan: dict[str, str] = {}
+    for device_id, scan_id in s.execute(
+        select(Scan.device_id, Scan.id).where(Scan.device_id.is_not(None)).order_by(Scan.started_at)
+    ):
+        latest_scan[str(device_id)] = scan_id
+    if latest_scan:
+        holding |= set(
+            s.scalars(
+                select(Sighting.device_id).where(
+                    Sighting.scan_id.in_(latest_scan.values()), Sighting.version_id.is_not(None)
+                )
             )
         )
-    )
     unmanaged = list(
         s.scalars(
             select(Device).where(Device.id.in_(holding), Device.managed.is_(False)).order_by(Device.name)
