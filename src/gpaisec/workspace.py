@@ -21,6 +21,7 @@ from gpaisec.audit._keys import PublicKey, Signer, load_or_create_signer, load_s
 from gpaisec.audit.service import has_pending, seal
 from gpaisec.errors import ConfigError
 from gpaisec.store import create_db_engine
+from gpaisec.store.engine import READ_ONLY
 from gpaisec.store.migrate import upgrade
 
 DEFAULT_HOME = Path(".gpaisec")
@@ -64,6 +65,9 @@ class Workspace:
 
     def __post_init__(self) -> None:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
         self._audit_signer: Signer | None = None
 
     @classmethod
@@ -98,7 +102,7 @@ class Workspace:
         """A session for reads; nothing it does is committed."""
         # close() (on leaving the block) detaches the loaded objects without expiring them, and ends the
         # database transaction without committing anything.
-        with self._sessions() as session:
+        with self._read_sessions() as session:
             yield session
 
     @property

@@ -100,3 +100,13 @@ def test_a_workspace_without_write_permission(tmp_path: Path) -> None:
     finally:
         os.chmod(ro, 0o755)
         shutil.rmtree(ro)
+
+
+def test_readers_do_not_block_writers(workspace: Workspace) -> None:
+    from gpaisec.compliance import service
+
+    with workspace.reader() as s:
+        s.execute(text("SELECT 1"))
+        # A reader holding a transaction open must not stop an operation from committing.
+        control = service.add_control(workspace, "M1.1", title="framework", owner="CRO")
+    assert [c.id for c in service.list_controls(workspace)] == [control.id]

@@ -50,9 +50,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+READ_ONLY = "gpaisec_read_only"
+
+
 def _sqlite_begin(conn: Any) -> None:
-    # Take the write lock at the start of every transaction: one writer at a time, no upgrade deadlocks.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the write lock at the start of the transaction: one writer at a time, no lock-upgrade
+    # deadlocks. Readers (Workspace.reader) begin deferred and never block writers under WAL.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_db_engine(url: str) -> Engine:
