@@ -15,6 +15,10 @@ from gpaisec.compliance import service
 from gpaisec.compliance.verdicts import Verdict
 from gpaisec.errors import ConfigError
 from gpaisec.store.base import utcnow
+from gpaisec.weights import registry
+from gpaisec.weights.artifacts import register_version
+from gpaisec.weights.discovery import discover
+from gpaisec.weights.sample import write_sample_model
 from gpaisec.workspace import DB_FILE, Workspace
 
 MARKER = "DEMO"
@@ -42,6 +46,34 @@ def _doc(home: Path, name: str, text: str) -> Path:
     path.parent.mkdir(exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _weights(ws: Workspace, home: Path) -> None:
+    """A model with an unreleased version on a managed GPU node, and a planted copy on a laptop."""
+    files = home / "sample-hosts"
+    ckpt = files / "gpu-node-17" / "srv" / "ckpt" / "atlas"
+    shards = write_sample_model(ckpt / "v3", seed=3, shards=4)
+    registry.add_model(ws, "atlas", training_flop=3.2e25, description="frontier model in training")
+    registry.add_site(ws, "dc-frankfurt-1", description="primary training data centre")
+    registry.add_device(
+        ws,
+        "gpu-node-17",
+        site="dc-frankfurt-1",
+        managed=True,
+        disk_encrypted=True,
+        edr=True,
+        owner="ML infra",
+    )
+    registry.add_device(ws, "laptop-jdoe", managed=False, owner="J. Doe (contractor)")
+    register_version(ws, "atlas", "v3", source=ckpt / "v3")
+    registry.add_location(ws, f"gpu-node-17:{ckpt}", approve=["atlas:v3"])
+    planted = files / "laptop-jdoe" / "home" / "jdoe" / "Downloads"
+    planted.mkdir(parents=True)
+    shutil.copyfile(shards[1], planted / "holiday-video.mp4")
+    ws.actor = "demo:discovery-agent"
+    discover(ws, [files / "gpu-node-17"], device="gpu-node-17")
+    discover(ws, [files / "laptop-jdoe"], device="laptop-jdoe")
+    ws.actor = "demo:setup"
 
 
 def build(home: Path) -> Workspace:
@@ -122,6 +154,7 @@ def build(home: Path) -> Workspace:
         statement="No model has been placed on the market yet, so there are no reports to publish.",
         valid_until=year,
     )
+    _weights(ws, home)
     for step in DEMO_STEPS:
         step(ws)
     ws.actor = "demo:assessor"

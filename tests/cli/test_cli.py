@@ -34,6 +34,11 @@ def test_demo_prints_a_gap_table_over_every_item(tmp_path: Path, capsys: pytest.
     assert verdicts["M1.1"] == "met"
     assert verdicts["A4.2(5)"] == "not_met"
     assert verdicts["M10.2"] == "not_applicable"
+    # The planted copy on the contractor's unmanaged laptop turns both 4.2 objectives red.
+    assert verdicts["A4.2(1)"] == "not_met"
+    assert verdicts["A4.2(2)"] == "not_met"
+    a422 = next(r for r in doc["results"] if r["id"] == "A4.2(2)")
+    assert any("laptop-jdoe" in reason for reason in a422["reasons"])
     # The demo ran through the real services: the audit log verifies.
     rc, out, err = run(capsys, "--workspace", str(home), "audit", "verify")
     assert rc == 0, err

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from gpaisec.cli import common
 from gpaisec.compliance import assessment, service
@@ -56,7 +58,7 @@ def render_gap_table(report: Report) -> None:
         why = r.reasons[0] if r.reasons else ""
         if len(r.reasons) > 1:
             why += f" (+{len(r.reasons) - 1} more)"
-        table.add_row(r.item_id, r.title, f"[{style}]{r.verdict.label}[/]", why)
+        table.add_row(r.item_id, escape(r.title), Text(r.verdict.label, style=style), escape(why))
     common.stdout.print(table)
     s = report.summary
     parts = [f"[{STYLES[v]}]{s.get(v.value, 0)} {v.label}[/]" for v in Verdict]

@@ -16,7 +16,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from gpaisec.catalog import load_catalog
 from gpaisec.workspace import Workspace
@@ -76,6 +78,17 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=_default, ensure_ascii=False) + "\n")
 
 
+def styled(text: str, style: str) -> Text:
+    """A table cell shown in ``style``; every other cell is printed literally (never as markup)."""
+    return Text(text, style=style)
+
+
+def cell(value: Any) -> Text | str:
+    if isinstance(value, Text):
+        return value
+    return "" if value is None else escape(str(value))
+
+
 def print_table(
     title: str | None,
     columns: Sequence[str],
@@ -91,7 +104,7 @@ def print_table(
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(cell(v) for v in row))
     stdout.print(table)
 
 

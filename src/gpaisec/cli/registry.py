@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
+from rich.markup import escape
 
 from gpaisec.cli import common
 from gpaisec.integrity import Algorithm, HashParams, terminal_progress
@@ -209,7 +210,7 @@ def devices_list(fmt: common.FormatOption = common.OutputFormat.table) -> None:
                 [
                     d["name"],
                     d["site"],
-                    "yes" if d["managed"] else "[red]no[/]",
+                    "yes" if d["managed"] else common.styled("no", "red"),
                     "yes" if d["disk_encrypted"] else "no",
                     "yes" if d["edr"] else "no",
                     d["owner"],
@@ -316,7 +317,7 @@ def findings_list(
             [
                 [
                     f.id,
-                    f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
+                    common.styled(f.severity, SEVERITY_STYLE[f.severity]),
                     f.kind,
                     f.state,
                     f.opened_at.strftime("%Y-%m-%d %H:%M"),
@@ -420,7 +421,7 @@ def registry_show(
             manifests = (
                 ", ".join(f"{m['digest'][:24]}… ({m['files']} files)" for m in v["manifests"]) or "none"
             )
-            common.stdout.print(f"\n{v['version']} ({state}); manifest: {manifests}")
+            common.stdout.print(f"\n{escape(v['version'])} ({state}); manifest: {escape(manifests)}")
             common.print_table(
                 None,
                 ["location", "device", "managed", "storage", "approved", "last scan", "present", "findings"],
@@ -428,11 +429,11 @@ def registry_show(
                     [
                         c["location"],
                         c["device"] or "",
-                        "yes" if c["managed"] else "[red]no[/]",
+                        "yes" if c["managed"] else common.styled("no", "red"),
                         c["storage"],
-                        "yes" if c["approved"] else "[bold red]NO[/]",
+                        "yes" if c["approved"] else common.styled("NO", "bold red"),
                         c["last_scan_at"].strftime("%Y-%m-%d %H:%M") if c["last_scan_at"] else "never",
-                        {True: "yes", False: "[red]missing[/]", None: "?"}[c["present"]],
+                        {True: "yes", False: common.styled("missing", "red"), None: "?"}[c["present"]],
                         ", ".join(c["findings"]),
                     ]
                     for c in v["copies"]
