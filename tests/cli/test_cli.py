@@ -148,7 +148,9 @@ def test_verbose_shows_the_traceback(ws: str, capsys: pytest.CaptureFixture[str]
     assert "Traceback" in err
 
 
-@pytest.mark.parametrize("args", [["catalog", "list", "--bogus"], ["assess", "--chapter"], ["no-such-command"]])
+@pytest.mark.parametrize(
+    "args", [["catalog", "list", "--bogus"], ["assess", "--chapter"], ["no-such-command"]]
+)
 def test_usage_errors_exit_2_without_a_traceback(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run(capsys, *args)
     assert rc == 2

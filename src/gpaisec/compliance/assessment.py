@@ -140,9 +140,7 @@ def _assess_item(ctx: CheckContext, item: CatalogItem, attestations: list[Attest
     else:
         verdict = Verdict.no_evidence
         if not reasons:
-            reasons.append(
-                "no automated check and no attestation yet; record one with `gpaisec attest`"
-            )
+            reasons.append("no automated check and no attestation yet; record one with `gpaisec attest`")
     return ItemResult(
         item_id=item.id,
         kind=item.kind,
