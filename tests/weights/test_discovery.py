@@ -124,3 +124,19 @@ def test_registering_a_directory_without_weights_is_refused(workspace: Workspace
     with pytest.raises(InputError, match="known weight format"):
         register_version(workspace, "atlas", "v1", source=tmp_path / "notes")
     assert registry.list_models(workspace)[0].versions == []
+
+
+def test_stale_scans_open_and_close_findings(world: tuple[Workspace, Path]) -> None:
+    import datetime as dt
+
+    from gpaisec.store.base import utcnow
+
+    ws, root = world
+    (new,) = registry.sweep_stale_scans(ws)  # the approved location was never scanned
+    assert new.kind == "stale_scan"
+    assert registry.sweep_stale_scans(ws) == []  # no duplicate
+    discover(ws, [root / "gpu-node-17"], device="gpu-node-17")
+    assert registry.sweep_stale_scans(ws) == []
+    assert registry.list_findings(ws, open_only=True, kind="stale_scan") == []  # closed by the scan
+    later = utcnow() + dt.timedelta(days=31)
+    assert len(registry.sweep_stale_scans(ws, now=later)) == 1

@@ -330,6 +330,17 @@ def findings_list(
     )
 
 
+@findings_app.command("sweep")
+def findings_sweep(
+    days: Annotated[int, typer.Option(help="Scan window in days.")] = registry.STALE_SCAN_DAYS,
+    fmt: common.FormatOption = common.OutputFormat.table,
+) -> None:
+    """Open stale-scan findings for locations of unreleased weights not scanned within the window."""
+    new = registry.sweep_stale_scans(common.workspace(), days=days)
+    data = [{"id": f.id, "summary": f.summary} for f in new]
+    common.emit(fmt, data, lambda: common.info(f"{len(new)} new stale-scan findings"))
+
+
 @findings_app.command("acknowledge")
 def findings_acknowledge(finding_id: str, note: Annotated[str, typer.Option()] = "") -> None:
     """Acknowledge a finding (someone is on it)."""

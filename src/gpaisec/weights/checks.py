@@ -18,8 +18,8 @@ from sqlalchemy.orm import selectinload
 from gpaisec.compliance.checks import CheckContext, check
 from gpaisec.compliance.verdicts import CheckResult, EvidenceRef, Verdict
 from gpaisec.weights.models import Device, Finding, Location, LocationApproval, ModelVersion, Scan, Sighting
+from gpaisec.weights.registry import STALE_SCAN_DAYS
 
-STALE_SCAN_DAYS = 30
 COPY_FINDINGS = ("unauthorised_copy", "unmanaged_device_copy", "unregistered_location")
 
 

@@ -619,3 +619,58 @@ def registry_view(ws: Workspace, *, model: str | None = None) -> list[dict[str, 
                 }
             )
         return out
+
+
+STALE_SCAN_DAYS = 30
+
+
+def sweep_stale_scans(
+    ws: Workspace, *, days: int = STALE_SCAN_DAYS, now: dt.datetime | None = None
+) -> list[Finding]:
+    """Open a ``stale_scan`` finding for every approved location of an unreleased version that has not been
+    scanned within ``days``; resolve the ones whose location has been scanned since. Returns new findings."""
+    if days < 1:
+        raise InputError("the stale-scan window must be at least one day")
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(days=days)
+    new: list[Finding] = []
+    with ws.transaction() as s:
+        rows = s.scalars(
+            select(LocationApproval)
+            .join(ModelVersion, ModelVersion.id == LocationApproval.version_id)
+            .where(ModelVersion.released.is_(False))
+            .options(selectinload(LocationApproval.location).selectinload(Location.device))
+        )
+        stale: dict[str, Location] = {}
+        for a in rows:
+            loc = a.location
+            if loc.retired_at is None and (loc.last_scan_at is None or loc.last_scan_at < cutoff):
+                stale[loc.id] = loc
+        for loc in stale.values():
+            when = loc.last_scan_at.date().isoformat() if loc.last_scan_at else "never"
+            finding, is_new = open_finding(
+                s,
+                ws,
+                kind="stale_scan",
+                severity="medium",
+                summary=f"{loc.label} holds unreleased weights and was last scanned {when} "
+                f"(window {days} days)",
+                dedupe_key=f"stale_scan|{loc.id}",
+                details={
+                    "location": loc.label,
+                    "last_scan_at": loc.last_scan_at.isoformat() if loc.last_scan_at else None,
+                },
+                location_id=loc.id,
+                device_id=loc.device_id,
+                now=now,
+            )
+            if is_new:
+                new.append(finding)
+        for f in s.scalars(select(Finding).where(Finding.kind == "stale_scan", Finding.state != "resolved")):
+            if f.location_id not in stale:
+                f.state, f.resolved_at, f.resolved_by = "resolved", now, ws.actor
+                f.resolution = "the location has been scanned within the window"
+                record(
+                    s, actor=ws.actor, action="finding.resolve", object=f.id, details={"reason": f.resolution}
+                )
+    return new
