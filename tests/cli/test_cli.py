@@ -173,3 +173,86 @@ def test_a_corrupt_catalog_stops_before_anything_changes(
     assert err.count("\n") == 1
     assert "duplicate" in err.lower()
     assert not ws.exists()
+
+
+def test_register_discover_and_alert(ws: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gpaisec.weights.sample import write_sample_model
+
+    ckpt = tmp_path / "gpu" / "srv" / "ckpt" / "atlas"
+    shards = write_sample_model(ckpt / "v3", seed=5, layers=2, dim=128, shards=2)
+    for args in (
+        ["models", "add", "atlas", "--unreleased"],
+        ["devices", "add", "gpu-node-17", "--managed", "--disk-encrypted"],
+        ["devices", "add", "laptop-9", "--unmanaged"],
+        ["models", "versions", "add", "atlas", "v3", "--from", str(ckpt / "v3")],
+        ["locations", "add", f"gpu-node-17:{ckpt}", "--approve", "atlas:v3"],
+    ):
+        rc, _, err = run(capsys, "-w", ws, *args)
+        assert rc == 0, (args, err)
+    rc, out, err = run(
+        capsys, "-w", ws, "discover", str(tmp_path / "gpu"), "--device", "gpu-node-17", "-f", "json"
+    )
+    assert rc == 0, err
+    assert len(json.loads(out)["matches"]) == 2
+    stolen = tmp_path / "laptop" / "Desktop"
+    stolen.mkdir(parents=True)
+    (stolen / "notes.pdf").write_bytes(shards[0].read_bytes())
+    rc, out, err = run(
+        capsys, "-w", ws, "discover", str(tmp_path / "laptop"), "--device", "laptop-9", "-f", "json"
+    )
+    assert rc == 1  # new findings: a problem was found
+    assert "ALERT" in err
+    result = json.loads(out)
+    assert {f["kind"] for f in result["new_findings"]} == {"unmanaged_device_copy", "unregistered_location"}
+    rc, out, _ = run(capsys, "-w", ws, "registry", "show", "-f", "json")
+    (version,) = json.loads(out)
+    assert {c["approved"] for c in version["copies"]} == {True, False}
+    rc, out, _ = run(capsys, "-w", ws, "audit", "verify")
+    assert rc == 0
+
+
+def test_weights_sign_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from gpaisec.weights.sample import write_sample_model
+
+    model = tmp_path / "model"
+    shards = write_sample_model(model, seed=9, layers=1, dim=64, shards=2)
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (tmp_path / "k.pub").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    ws = str(tmp_path / "ws")
+    sig = str(tmp_path / "model.sig")
+    rc, _, err = run(
+        capsys, "-w", ws, "weights", "sign", str(model), "--key", str(tmp_path / "k.pem"), "-o", sig
+    )
+    assert rc == 0, err
+    verify = [
+        "-w",
+        ws,
+        "weights",
+        "verify",
+        str(model),
+        "--signature",
+        sig,
+        "--public-key",
+        str(tmp_path / "k.pub"),
+    ]
+    rc, _, err = run(capsys, *verify)
+    assert rc == 0, err
+    data = bytearray(shards[1].read_bytes())
+    data[-1] ^= 1
+    shards[1].write_bytes(bytes(data))
+    rc, _, err = run(capsys, *verify)
+    assert rc == 4
+    assert shards[1].name in err
+    assert "Traceback" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -361,6 +362,9 @@ def discover_cmd(
         str | None, typer.Option(help="The registered device being scanned (default: this host).")
     ] = None,
     confirm: Annotated[bool, typer.Option(help="Hash matched files fully to confirm them.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Processes that walk the tree (default: the CPUs).")] = (
+        os.cpu_count() or 1
+    ),
     fmt: common.FormatOption = common.OutputFormat.table,
 ) -> None:
     """Find copies of registered weights; record sightings; open findings and alert on unauthorised copies."""
@@ -371,7 +375,7 @@ def discover_cmd(
         seen[0] += 1
 
     with common.stderr.status("scanning…"):
-        result = discover(ws, paths, device=device, confirm=confirm, on_candidate=tick)
+        result = discover(ws, paths, device=device, confirm=confirm, workers=workers, on_candidate=tick)
     for f in result.new_findings:
         common.stderr.print(f"[bold red]ALERT[/] {f['severity']} {f['kind']} {f['id']}: {f['summary']}")
 

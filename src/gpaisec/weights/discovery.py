@@ -147,9 +147,13 @@ def discover(
     *,
     device: str | None = None,
     confirm: bool = False,
+    workers: int = 1,
     on_candidate: Callable[[Candidate], None] | None = None,
 ) -> DiscoveryResult:
-    """Scan ``roots`` on ``device`` (default: this host) and record what was found."""
+    """Scan ``roots`` on ``device`` (default: this host) and record what was found.
+
+    ``workers`` > 1 walks in forked processes: for the CLI, never inside a threaded server.
+    """
     if not roots:
         raise InputError("give at least one directory to scan")
     for root in roots:
