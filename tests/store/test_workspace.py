@@ -3,8 +3,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -83,30 +81,25 @@ def test_a_file_as_workspace_is_refused(tmp_path: Path) -> None:
         Workspace.open(f)
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop root")
-def test_a_workspace_without_write_permission(tmp_path: Path) -> None:
-    ro = Path(tempfile.mkdtemp(prefix="gpaisec-ro-"))  # under /tmp, reachable by an unprivileged user
-    os.chmod(ro, 0o555)
-    cmd = [sys.executable, "-m", "gpaisec", "--workspace", str(ro / "ws"), "assess"]
-    if os.geteuid() == 0:  # root ignores permissions: run as nobody
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-    env = dict(os.environ, HOME=str(ro))
+def test_a_workspace_without_write_permission(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:
+        # root ignores permission bits; an immutable directory refuses even root.
+        if shutil.which("chattr") is None:
+            pytest.skip("needs chattr to make a directory unwritable for root")
+        if subprocess.run(["chattr", "+i", str(ro)], capture_output=True, check=False).returncode != 0:
+            pytest.skip("this filesystem does not support immutable directories")
+        undo = ["chattr", "-i", str(ro)]
+    else:
+        os.chmod(ro, 0o555)
+        undo = ["chmod", "755", str(ro)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ro, timeout=120, check=False)
-        assert proc.returncode == 3, proc.stderr
-        assert "Traceback" not in proc.stderr
-        assert "cannot create the workspace" in proc.stderr
+        rc = main(["--workspace", str(ro / "ws"), "assess"])
+        err = capsys.readouterr().err
+        assert rc == 3, err
+        assert "Traceback" not in err
+        assert "cannot create the workspace" in err
         assert list(ro.iterdir()) == []
     finally:
-        os.chmod(ro, 0o755)
-        shutil.rmtree(ro)
-
-
-def test_readers_do_not_block_writers(workspace: Workspace) -> None:
-    from gpaisec.compliance import service
-
-    with workspace.reader() as s:
-        s.execute(text("SELECT 1"))
-        # A reader holding a transaction open must not stop an operation from committing.
-        control = service.add_control(workspace, "M1.1", title="framework", owner="CRO")
-    assert [c.id for c in service.list_controls(workspace)] == [control.id]
+        subprocess.run(undo, check=True)
