@@ -232,6 +232,7 @@ def test_purge_drops_only_expired_records(
         ({"max_delay": 0.5}, "must grow"),
         ({"lockout_seconds": 60.0}, "must grow"),
         ({"free_attempts": 2.5}, "whole number"),
+        ({"lockout_after": 101}, "at most 100"),
     ],
 )
 def test_policy_validation(change: dict[str, object], match: str) -> None:
@@ -254,11 +255,11 @@ def test_policy_wait_handles_huge_counts() -> None:
         free_attempts=0,
         base_delay=1.0,
         max_delay=60.0,
-        lockout_after=10**6,
+        lockout_after=100,
         lockout_seconds=60.0,
         forgive_every=1,
     )
-    assert policy.wait(10**5) == 60.0
+    assert policy.wait(99) == 60.0
 
 
 @given(st.lists(st.tuples(st.booleans(), st.floats(min_value=0, max_value=7200)), max_size=60))

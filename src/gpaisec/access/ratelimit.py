@@ -43,6 +43,7 @@ from gpaisec.errors import GpaisecError, InputError
 
 __all__ = [
     "ACCOUNT_POLICY",
+    "MAX_LOCKOUT_AFTER",
     "SOURCE_POLICY",
     "AttemptRecord",
     "AttemptStore",
@@ -52,6 +53,9 @@ __all__ = [
     "ThrottledError",
     "Throttle",
 ]
+
+MAX_LOCKOUT_AFTER = 100
+"""NIST SP 800-63B-4: at most 100 consecutive failures before the lockout."""
 
 Clock = Callable[[], float]
 """Seconds since the epoch (wall clock: a store shared by several hosts needs a shared time base)."""
@@ -111,6 +115,11 @@ class BackoffPolicy:
                 raise InputError(f"{name} must be a whole number, not {value!r}")
         if self.free_attempts < 0:
             raise InputError(f"free_attempts must be 0 or more, not {self.free_attempts}")
+        if self.lockout_after > MAX_LOCKOUT_AFTER:
+            raise InputError(
+                f"lockout_after ({self.lockout_after}) must be at most {MAX_LOCKOUT_AFTER}",
+                hint="NIST SP 800-63B-4 limits consecutive failed attempts to no more than 100",
+            )
         if self.lockout_after <= self.free_attempts:
             raise InputError(
                 f"lockout_after ({self.lockout_after}) must be more than free_attempts ({self.free_attempts})"
