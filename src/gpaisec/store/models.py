@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gpaisec.access.models
 import gpaisec.audit.models
 import gpaisec.compliance.models
 import gpaisec.weights.models  # noqa: F401
