@@ -259,7 +259,8 @@ def check_password(candidate: str, *, policy: PasswordPolicy, context: PasswordC
     for position, char in enumerate(password, start=1):
         if unicodedata.category(char) in _UNUSABLE_CATEGORIES:
             raise WeakPasswordError(
-                f"character {position} of the password is a control character or not a Unicode character",
+                f"character {position} of the password cannot be used"
+                " (a control character, a lone surrogate or a code point Unicode has not assigned)",
                 reason=WeakReason.UNUSABLE_CHARACTER,
                 hint="use letters, digits, spaces, punctuation or symbols",
             )
