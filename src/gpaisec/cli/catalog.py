@@ -6,8 +6,6 @@ The catalog is packaged data: none of these commands opens the workspace or the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +14,7 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.text import Text
 
+from gpaisec._files import write_atomically
 from gpaisec.catalog import Catalog, CatalogGroup, CatalogItem, load_catalog, to_oscal_catalog
 from gpaisec.cli import common
 from gpaisec.errors import InputError
@@ -167,54 +166,6 @@ def show_cmd(
     entry = catalog.lookup(item_id)
     data = _item_json(entry) if isinstance(entry, CatalogItem) else _group_json(entry)
     common.emit(fmt, data, lambda: common.stdout.print(_panel(catalog, entry), soft_wrap=False))
-
-
-def _default_mode() -> int:
-    """The mode a new file would get from ``open()``: 0o666 less the umask (mkstemp uses 0o600)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part.
-
-    Steps: 1. create a temporary file in the same directory (same file system, so the rename is
-    atomic); 2. write, flush and fsync it; 3. rename it over ``path``; 4. fsync the directory so the
-    rename itself survives a crash. On any failure the temporary file is removed.
-    """
-    directory = path.absolute().parent
-    if not directory.is_dir():
-        raise InputError(f"cannot write {path}: directory {directory} does not exist", hint="create it first")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)  # step 1
-    except OSError as exc:
-        raise InputError(
-            f"cannot write into {directory}: {exc.strerror or exc}", hint="choose another --output"
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), _default_mode())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())  # step 2
-        os.replace(tmp, path)  # step 3
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(
-            f"cannot write {path}: {exc.strerror or exc}", hint="choose another --output"
-        ) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # no directory handles on this platform: the rename is as durable as it gets
-    try:
-        os.fsync(dir_fd)  # step 4
-    finally:
-        os.close(dir_fd)
 
 
 @app.command("export-oscal")

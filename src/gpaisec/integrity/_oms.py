@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -36,6 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gpaisec._files import write_atomically
 from gpaisec.errors import InputError
 from gpaisec.integrity._engine import ProgressCallback, hash_tree
 from gpaisec.integrity._errors import Problem, VerificationError
@@ -169,36 +168,6 @@ def _load_public_key(path: PathLike) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise InputError(
-            f"cannot write the signature to {os.fspath(path)!r}: {exc.strerror or exc}",
-            hint="give a file path in a directory that exists and that this user may write",
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise InputError(
-            f"cannot write the signature to {os.fspath(path)!r}: {exc.strerror or exc}",
-            hint="give a file path (not a directory) that this user may write",
-        ) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _inside(model_dir: PathLike, path: PathLike) -> str | None:
     """``path`` as a model path if it lies inside ``model_dir`` (after resolving), else None."""
     root = Path(model_dir).resolve()
@@ -265,7 +234,9 @@ def sign(
             "signatures": [{"sig": base64.b64encode(signature).decode("ascii"), "keyid": ""}],
         },
     }
-    _write_atomically(Path(output), json.dumps(bundle, separators=(",", ":")).encode("utf-8"))
+    write_atomically(
+        Path(output), json.dumps(bundle, separators=(",", ":")).encode("utf-8"), what="the signature"
+    )
     return manifest
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from gpaisec import __version__
+from gpaisec._files import write_atomically
 from gpaisec.catalog import to_oscal_id
 from gpaisec.compliance.assessment import Report
 from gpaisec.compliance.verdicts import Verdict
@@ -145,25 +144,5 @@ def render_text(report: Report, fmt: str) -> str:
     raise InputError(f"unknown report format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all: temp file in the same directory, fsync, rename."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
-    except OSError as exc:
-        raise InputError(
-            f"cannot write into {directory}: {exc.strerror}", hint="choose another --output"
-        ) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: Report, fmt: str, path: Path) -> None:
-    write_atomic(path, render_text(report, fmt))
+    write_atomically(path, render_text(report, fmt), what=f"the {fmt} report")

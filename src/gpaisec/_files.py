@@ -1,0 +1,64 @@
+"""Writing files whole or not at all: every file gpaisec writes for a user goes through here."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from gpaisec.errors import InputError
+
+__all__ = ["write_atomically"]
+
+
+def _default_mode() -> int:
+    """The mode a new file would get from ``open()``: 0o666 less the umask (mkstemp uses 0o600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomically(path: Path, data: bytes | str, *, what: str = "") -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part.
+
+    Steps: 1. create a temporary file in the same directory (same file system, so the rename is
+    atomic); 2. write, flush and fsync it; 3. rename it over ``path``; 4. fsync the directory so the
+    rename itself survives a crash. On any failure the temporary file is removed.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    label = f"{what} to {path}" if what else str(path)
+    directory = path.absolute().parent
+    if not directory.is_dir():
+        raise InputError(
+            f"cannot write {label}: directory {directory} does not exist", hint="create it first"
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)  # step 1
+    except OSError as exc:
+        raise InputError(
+            f"cannot write {label}: {exc.strerror or exc}", hint="choose a path in a directory you may write"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _default_mode())
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # step 2
+        os.replace(tmp, path)  # step 3
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(
+            f"cannot write {label}: {exc.strerror or exc}", hint="choose a file path you may write"
+        ) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # no directory handles on this platform: the rename is as durable as it gets
+    try:
+        os.fsync(dir_fd)  # step 4
+    finally:
+        os.close(dir_fd)
