@@ -1,0 +1,796 @@
+"""People, accounts, service tokens, device keys and sign-in.
+
+Every change is one transaction with one audit event. Secrets never reach the audit log: passwords
+are hashed with argon2id (:mod:`gpaisec.access.passwords`), tokens are random and stored as
+SHA-256, and the plaintext is returned once to the caller.
+
+Signing in (:func:`authenticate`), each step with its own failure:
+
+1. Throttle: the account name and the source are checked against the failure counters before any
+   password work (:class:`~gpaisec.access.ratelimit.ThrottledError`).
+2. Password: verified against the account's argon2id hash; an unknown or disabled account does the
+   same work on a dummy hash, and both fail with the same :class:`WrongPasswordError`.
+3. Second factor: an account with a confirmed authenticator must give a TOTP code (replay-protected)
+   or a recovery code (:class:`~gpaisec.access.mfa.MfaError`).
+4. Device: the session binds to a registered, unrevoked device key of a registered device.
+5. No sharing: the account must not be active on another device, and the device must not be in use
+   by another account. Either is refused, audited and opens a finding (shared_account,
+   shared_device): A4.1(1) forbids shared accounts and devices.
+6. The session is created with a random token (returned once, stored hashed); ``mfa_at`` records
+   when the second factor was checked.
+
+A refusal is audited in a transaction of its own, since the operation's transaction rolls back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.orm import Session as DBSession
+from sqlalchemy.orm import selectinload
+
+from gpaisec.access import mfa
+from gpaisec.access.models import Account, DeviceKey, LoginThrottle, Person, ServiceToken, Session
+from gpaisec.access.passwords import (
+    DEFAULT_HASH_PARAMS,
+    HashParams,
+    PasswordContext,
+    PasswordPolicy,
+    WrongPasswordError,
+    check_password,
+    hash_password,
+    verify_dummy,
+    verify_password,
+)
+from gpaisec.access.ratelimit import AttemptRecord, Throttle
+from gpaisec.audit.service import record
+from gpaisec.errors import ConflictError, DeniedError, GpaisecError, InputError, NotFoundError
+from gpaisec.store.base import new_id, utcnow
+from gpaisec.weights.models import Device
+from gpaisec.weights.registry import get_device, open_finding
+from gpaisec.workspace import Workspace
+
+__all__ = [
+    "HUMAN_ROLES",
+    "SCOPES",
+    "Login",
+    "Refusal",
+    "add_person",
+    "add_service_account",
+    "add_user",
+    "authenticate",
+    "authenticate_token",
+    "disable_account",
+    "enrol_device_key",
+    "get_account",
+    "get_person",
+    "guarded",
+    "issue_token",
+    "list_accounts",
+    "list_people",
+    "logout",
+    "resolve_session",
+    "set_person",
+    "step_up",
+    "throttle",
+]
+
+HUMAN_ROLES = ("approver", "break_glass", "reviewer", "weights_user", "admin")
+SCOPES = ("weights:read", "weights:write", "weights:export")
+SESSION_LIFETIME = dt.timedelta(hours=12)
+MAX_TOKEN_LIFETIME = dt.timedelta(days=90)
+TOKEN_PREFIX = "gpst_"  # noqa: S105 - a label, not a secret
+# Argon2 parameters for new password hashes (tests swap in HashParams.unsafe_fast()).
+HASH_PARAMS: HashParams = DEFAULT_HASH_PARAMS
+PASSWORD_POLICY = PasswordPolicy()
+
+T = TypeVar("T")
+
+
+# --- refusals: audited even though the operation rolls back ----------------------------------------
+
+
+class Refusal(Exception):
+    """Raised inside an operation's transaction to refuse it; :func:`guarded` audits and re-raises.
+
+    ``finding`` holds keyword arguments for :func:`gpaisec.weights.registry.open_finding`.
+    """
+
+    def __init__(
+        self,
+        error: GpaisecError,
+        *,
+        action: str,
+        object: str,
+        details: dict[str, Any] | None = None,
+        finding: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.action = action
+        self.object = object
+        self.details = details or {}
+        self.finding = finding
+
+
+def guarded(ws: Workspace, actor: str, operation: Callable[[DBSession], T]) -> T:
+    """Run ``operation`` in one transaction; a :class:`Refusal` is audited in a second one, then raised."""
+    try:
+        with ws.transaction() as s:
+            return operation(s)
+    except Refusal as refusal:
+        with ws.transaction() as s:
+            record(
+                s,
+                actor=actor,
+                action=refusal.action,
+                object=refusal.object,
+                details={"reason": refusal.error.message, **refusal.details},
+            )
+            if refusal.finding is not None:
+                open_finding(s, ws, **refusal.finding)
+        raise refusal.error from None
+
+
+# --- lookups ---------------------------------------------------------------------------------------
+
+
+def get_person(s: DBSession, name: str) -> Person:
+    person = s.scalars(select(Person).where(Person.name == name)).first()
+    if person is None:
+        raise NotFoundError(f"no person {name!r}", hint="add them with `gpaisec people add`")
+    return person
+
+
+def get_account(s: DBSession, username: str) -> Account:
+    account = s.scalars(
+        select(Account).options(selectinload(Account.person)).where(Account.username == username)
+    ).first()
+    if account is None:
+        raise NotFoundError(f"no account {username!r}", hint="see `gpaisec users list`")
+    return account
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _username(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 100 or not all(c.isalnum() or c in "._-@" for c in value):
+        raise InputError(f"user name {value!r} is not usable", hint="use 1-100 letters, digits and . _ - @")
+    if value.startswith("-"):
+        raise InputError(f"user name {value!r} may not start with '-'")
+    return value
+
+
+def _roles(roles: Iterable[str]) -> list[str]:
+    out = sorted(set(roles))
+    unknown = [r for r in out if r not in HUMAN_ROLES]
+    if unknown:
+        raise InputError(f"unknown role {unknown[0]!r}", hint=f"roles are {', '.join(HUMAN_ROLES)}")
+    return out
+
+
+def _flush_unique(s: DBSession, message: str, hint: str) -> None:
+    try:
+        s.flush()
+    except DBIntegrityError:
+        raise ConflictError(message, hint=hint) from None
+
+
+# --- people ----------------------------------------------------------------------------------------
+
+
+def add_person(
+    ws: Workspace,
+    name: str,
+    *,
+    email: str = "",
+    organisation: str = "",
+    background_check_valid_until: dt.datetime | None = None,
+    insider_training_valid_until: dt.datetime | None = None,
+) -> Person:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InputError("a person needs a name of 1-200 characters")
+    person = Person(
+        id=new_id("per"),
+        name=name,
+        email=email.strip(),
+        organisation=organisation.strip(),
+        background_check_valid_until=background_check_valid_until,
+        insider_training_valid_until=insider_training_valid_until,
+        created_at=utcnow(),
+    )
+    with ws.transaction() as s:
+        s.add(person)
+        _flush_unique(s, f"person {name!r} already exists", "see `gpaisec people list`")
+        record(
+            s,
+            actor=ws.actor,
+            action="person.add",
+            object=f"person:{person.id}",
+            details={
+                "name": name,
+                "organisation": person.organisation,
+                "background_check_valid_until": _iso(background_check_valid_until),
+                "insider_training_valid_until": _iso(insider_training_valid_until),
+            },
+        )
+    return person
+
+
+def set_person(
+    ws: Workspace,
+    name: str,
+    *,
+    background_check_valid_until: dt.datetime | None = None,
+    insider_training_valid_until: dt.datetime | None = None,
+) -> Person:
+    """Record a new background-check or training date (from the people area's records)."""
+    with ws.transaction() as s:
+        person = get_person(s, name)
+        changes: dict[str, Any] = {}
+        if background_check_valid_until is not None:
+            person.background_check_valid_until = background_check_valid_until
+            changes["background_check_valid_until"] = _iso(background_check_valid_until)
+        if insider_training_valid_until is not None:
+            person.insider_training_valid_until = insider_training_valid_until
+            changes["insider_training_valid_until"] = _iso(insider_training_valid_until)
+        if not changes:
+            raise InputError("nothing to change")
+        record(s, actor=ws.actor, action="person.update", object=f"person:{person.id}", details=changes)
+    return person
+
+
+def list_people(ws: Workspace) -> list[Person]:
+    with ws.reader() as s:
+        return list(s.scalars(select(Person).order_by(Person.name)))
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+# --- accounts --------------------------------------------------------------------------------------
+
+
+def add_user(
+    ws: Workspace, username: str, *, person: str, password: str, roles: Sequence[str] = ()
+) -> Account:
+    """A human account for ``person`` (one per person), with a password that meets the policy."""
+    username = _username(username)
+    role_list = _roles(roles)
+    with ws.transaction() as s:
+        who = get_person(s, person)
+        # The policy runs before any write; WeakPasswordError never contains the password.
+        check_password(
+            password,
+            policy=PASSWORD_POLICY,
+            context=PasswordContext(user_name=username, person_name=who.name, organisation=who.organisation),
+        )
+        account = Account(
+            id=new_id("acc"),
+            username=username,
+            kind="human",
+            person_id=who.id,
+            roles=role_list,
+            password_hash=hash_password(password, params=HASH_PARAMS),
+            created_at=utcnow(),
+        )
+        s.add(account)
+        _flush_unique(
+            s,
+            f"user name {username!r} is taken, or {who.name} already has an account",
+            "one human account per person; shared accounts are not allowed (A4.1(1))",
+        )
+        record(
+            s,
+            actor=ws.actor,
+            action="account.add",
+            object=f"account:{username}",
+            details={"kind": "human", "person": who.id, "roles": role_list},
+        )
+    return account
+
+
+def add_service_account(ws: Workspace, username: str, *, owner: str) -> Account:
+    """A workload identity owned by an accountable person; it signs in with tokens only."""
+    username = _username(username)
+    with ws.transaction() as s:
+        who = get_person(s, owner)
+        account = Account(
+            id=new_id("acc"),
+            username=username,
+            kind="service",
+            owner_id=who.id,
+            roles=[],
+            password_hash=None,
+            created_at=utcnow(),
+        )
+        s.add(account)
+        _flush_unique(s, f"user name {username!r} is taken", "choose another name")
+        record(
+            s,
+            actor=ws.actor,
+            action="account.add",
+            object=f"account:{username}",
+            details={"kind": "service", "owner": who.id},
+        )
+    return account
+
+
+def set_roles(ws: Workspace, username: str, roles: Sequence[str]) -> Account:
+    role_list = _roles(roles)
+    with ws.transaction() as s:
+        account = get_account(s, username)
+        if account.kind != "human":
+            raise InputError("roles are for human accounts; service accounts have token scopes")
+        before = list(account.roles)
+        account.roles = role_list
+        record(
+            s,
+            actor=ws.actor,
+            action="account.roles",
+            object=f"account:{username}",
+            details={"before": before, "after": role_list},
+        )
+    return account
+
+
+def disable_account(ws: Workspace, username: str, *, reason: str) -> Account:
+    """Disable an account: its sessions and tokens are revoked with it."""
+    now = utcnow()
+    with ws.transaction() as s:
+        account = get_account(s, username)
+        if account.disabled_at is not None:
+            raise ConflictError(f"account {username!r} is already disabled")
+        account.disabled_at = now
+        _revoke_credentials(s, account.id, now)
+        record(
+            s,
+            actor=ws.actor,
+            action="account.disable",
+            object=f"account:{username}",
+            details={"reason": reason},
+        )
+    return account
+
+
+def _revoke_credentials(s: DBSession, account_id: str, now: dt.datetime) -> None:
+    for sess in s.scalars(
+        select(Session).where(Session.account_id == account_id, Session.revoked_at.is_(None))
+    ):
+        sess.revoked_at = now
+    for tok in s.scalars(
+        select(ServiceToken).where(ServiceToken.account_id == account_id, ServiceToken.revoked_at.is_(None))
+    ):
+        tok.revoked_at = now
+
+
+def list_accounts(ws: Workspace) -> list[Account]:
+    with ws.reader() as s:
+        return list(
+            s.scalars(
+                select(Account)
+                .options(selectinload(Account.person), selectinload(Account.owner))
+                .order_by(Account.username)
+            )
+        )
+
+
+# --- service tokens --------------------------------------------------------------------------------
+
+
+def issue_token(
+    ws: Workspace, username: str, *, scopes: Sequence[str], lifetime: dt.timedelta = dt.timedelta(days=30)
+) -> tuple[ServiceToken, str]:
+    """A new token for a service account. Returns the row and the token, which is shown once."""
+    bad = [x for x in scopes if x not in SCOPES]
+    if bad or not scopes:
+        raise InputError(
+            f"unknown or missing scope {bad[0] if bad else ''!r}", hint=f"scopes: {', '.join(SCOPES)}"
+        )
+    if not dt.timedelta(0) < lifetime <= MAX_TOKEN_LIFETIME:
+        raise InputError(f"a token lives at most {MAX_TOKEN_LIFETIME.days} days")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    with ws.transaction() as s:
+        account = get_account(s, username)
+        if account.kind != "service" or account.disabled_at is not None:
+            raise InputError(
+                f"{username!r} is not an enabled service account", hint="humans sign in with `gpaisec login`"
+            )
+        row = ServiceToken(
+            id=new_id("tok"),
+            account_id=account.id,
+            hash=_token_hash(token),
+            scopes=sorted(set(scopes)),
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+        s.add(row)
+        record(
+            s,
+            actor=ws.actor,
+            action="token.issue",
+            object=f"account:{username}",
+            details={"token": row.id, "scopes": row.scopes, "expires_at": row.expires_at.isoformat()},
+        )
+    return row, token
+
+
+def authenticate_token(ws: Workspace, token: str) -> tuple[Account, ServiceToken]:
+    """The service account and token row for a bearer token; refused if unknown, expired or revoked."""
+    now = utcnow()
+    with ws.reader() as s:
+        row = s.scalars(select(ServiceToken).where(ServiceToken.hash == _token_hash(token))).first()
+        account = s.get(Account, row.account_id) if row is not None else None
+        if (
+            row is None
+            or account is None
+            or row.revoked_at is not None
+            or row.expires_at <= now
+            or account.disabled_at is not None
+        ):
+            raise DeniedError(
+                "the token is unknown, expired or revoked", hint="ask the owner for a new token"
+            )
+        return account, row
+
+
+# --- device keys -----------------------------------------------------------------------------------
+
+
+def fingerprint(public_key: str) -> str:
+    return "sha256:" + hashlib.sha256(public_key.strip().encode()).hexdigest()
+
+
+def enrol_device_key(ws: Workspace, device: str, public_key: str) -> DeviceKey:
+    """Bind a public key to a registered device; sessions from the device present it."""
+    if not public_key.strip():
+        raise InputError("the public key is empty")
+    with ws.transaction() as s:
+        dev = get_device(s, device)
+        key = DeviceKey(
+            id=new_id("dk"),
+            device_id=dev.id,
+            fingerprint=fingerprint(public_key),
+            public_key=public_key.strip(),
+            created_at=utcnow(),
+        )
+        s.add(key)
+        _flush_unique(s, "this public key is already enrolled", "each device has its own key")
+        record(
+            s,
+            actor=ws.actor,
+            action="device_key.enrol",
+            object=f"device:{dev.name}",
+            details={"fingerprint": key.fingerprint},
+        )
+    return key
+
+
+def _device_key(s: DBSession, device: str) -> tuple[DeviceKey, Device]:
+    """A device key by fingerprint, or the newest unrevoked key of the device with that name."""
+    if device.startswith("sha256:"):
+        key = s.scalars(select(DeviceKey).where(DeviceKey.fingerprint == device)).first()
+    else:
+        dev = get_device(s, device)
+        key = s.scalars(
+            select(DeviceKey)
+            .where(DeviceKey.device_id == dev.id, DeviceKey.revoked_at.is_(None))
+            .order_by(DeviceKey.created_at.desc())
+        ).first()
+    if key is None or key.revoked_at is not None:
+        raise NotFoundError(
+            f"no enrolled key for device {device!r}", hint="enrol one with `gpaisec devices enrol-key`"
+        )
+    dev_row = s.get(Device, key.device_id)
+    assert dev_row is not None
+    return key, dev_row
+
+
+# --- throttling ------------------------------------------------------------------------------------
+
+
+class DatabaseAttemptStore:
+    """The throttle's counters in the ``login_throttle`` table, each update in its own transaction."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self._ws = ws
+
+    def get(self, key: str) -> AttemptRecord | None:
+        with self._ws.reader() as s:
+            row = s.get(LoginThrottle, key)
+            return None if row is None else AttemptRecord(row.failures, row.last_failure, row.expires)
+
+    def update(
+        self, key: str, change: Callable[[AttemptRecord | None], AttemptRecord | None]
+    ) -> AttemptRecord | None:
+        for attempt in range(2):  # a concurrent first insert of the same key: read it and retry
+            try:
+                with self._ws.transaction() as s:
+                    row = s.get(LoginThrottle, key, with_for_update=True)
+                    current = (
+                        None if row is None else AttemptRecord(row.failures, row.last_failure, row.expires)
+                    )
+                    new = change(current)
+                    if new is None:
+                        if row is not None:
+                            s.delete(row)
+                    elif row is None:
+                        s.add(
+                            LoginThrottle(
+                                key=key,
+                                failures=new.failures,
+                                last_failure=new.last_failure,
+                                expires=new.expires,
+                            )
+                        )
+                    else:
+                        row.failures, row.last_failure, row.expires = (
+                            new.failures,
+                            new.last_failure,
+                            new.expires,
+                        )
+                    return new
+            except DBIntegrityError:
+                if attempt:
+                    raise
+        return None  # pragma: no cover
+
+    def purge(self, now: float) -> int:
+        with self._ws.transaction() as s:
+            result = s.execute(delete(LoginThrottle).where(LoginThrottle.expires <= now))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _throttle_key(ws: Workspace) -> bytes:
+    """The HMAC key of the throttle's counters (GPAISEC_THROTTLE_KEY hex, or keys/throttle.key, 0600)."""
+    env = os.environ.get("GPAISEC_THROTTLE_KEY")
+    if env:
+        try:
+            return bytes.fromhex(env)
+        except ValueError:
+            raise InputError("GPAISEC_THROTTLE_KEY must be hex") from None
+    path = ws.keys_dir / "throttle.key"
+    if not path.exists():
+        ws.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def throttle(ws: Workspace) -> Throttle:
+    return Throttle(DatabaseAttemptStore(ws), key_secret=_throttle_key(ws))
+
+
+# --- sign-in ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Login:
+    """A new session and its token (shown once; only its hash is stored)."""
+
+    session: Session
+    token: str
+
+
+def _active_sessions(s: DBSession, now: dt.datetime) -> Any:
+    return select(Session).where(Session.revoked_at.is_(None), Session.expires_at > now)
+
+
+def authenticate(
+    ws: Workspace,
+    username: str,
+    password: str,
+    totp_code: str | None,
+    device: str,
+    *,
+    source: str = "local",
+    now: dt.datetime | None = None,
+) -> Login:
+    """Sign in; see the module docstring for the steps. Returns the session and its token."""
+    now = now or utcnow()
+    gate = throttle(ws)
+    # Step 1: throttle, before any password work.
+    gate.check(username, source)
+
+    def sign_in(s: DBSession) -> Login:
+        account = s.scalars(
+            select(Account).where(Account.username == username, Account.kind == "human")
+        ).first()
+        obj = (
+            f"account:{account.username}" if account is not None else "account:?"
+        )  # never echo what was typed
+        # Step 2: password (dummy work for an unknown account; the same error either way).
+        try:
+            if account is None or account.password_hash is None:
+                verify_dummy(password, params=HASH_PARAMS)
+            verify_password(account.password_hash, password)
+            if account.disabled_at is not None:
+                raise WrongPasswordError()
+        except WrongPasswordError as exc:
+            raise Refusal(exc, action="login.fail", object=obj, details={"source": source}) from None
+        # Step 3: second factor.
+        mfa_at: dt.datetime | None = None
+        if mfa.is_enrolled(s, account.id):
+            try:
+                if not totp_code:
+                    raise mfa.MfaError("a one-time code is required for this account")
+                factor = mfa.verify_second_factor(s, account, totp_code, now)
+            except mfa.MfaError as exc:
+                raise Refusal(
+                    exc, action="login.fail", object=obj, details={"source": source, "step": "mfa"}
+                ) from None
+            mfa_at = now
+        else:
+            factor = "none"
+        # Step 4: device key.
+        key, dev = _device_key(s, device)
+        if dev.retired_at is not None:
+            raise Refusal(
+                DeniedError(f"device {dev.name} is retired"),
+                action="login.denied",
+                object=obj,
+                details={"device": dev.name},
+            )
+        # Step 5: no shared accounts or devices.
+        active = list(s.scalars(_active_sessions(s, now).options(selectinload(Session.device_key))))
+        elsewhere = sorted(
+            {
+                x.device_key.device_id
+                for x in active
+                if x.account_id == account.id and x.device_key.device_id != dev.id
+            }
+        )
+        if elsewhere:
+            others = [d.name for d in s.scalars(select(Device).where(Device.id.in_(elsewhere)))]
+            raise Refusal(
+                DeniedError(
+                    f"{account.username} is already signed in on another device ({', '.join(others)})",
+                    hint="sign out there first; accounts are never shared (A4.1(1))",
+                ),
+                action="login.denied",
+                object=obj,
+                details={"device": dev.name, "other_devices": others},
+                finding={
+                    "kind": "shared_account",
+                    "severity": "high",
+                    "summary": (
+                        f"account {account.username} active on {dev.name} and {', '.join(others)} at once"
+                    ),
+                    "dedupe_key": f"shared_account:{account.id}",
+                    "device_id": dev.id,
+                    "details": {"account": account.username, "devices": [dev.name, *others]},
+                    "now": now,
+                },
+            )
+        users = sorted(
+            {x.account_id for x in active if x.device_key.device_id == dev.id and x.account_id != account.id}
+        )
+        if users:
+            names = [a.username for a in s.scalars(select(Account).where(Account.id.in_(users)))]
+            raise Refusal(
+                DeniedError(
+                    f"device {dev.name} is in use by another account",
+                    hint="one person per device at a time; the other account must sign out (A4.1(1))",
+                ),
+                action="login.denied",
+                object=obj,
+                details={"device": dev.name, "other_accounts": names},
+                finding={
+                    "kind": "shared_device",
+                    "severity": "high",
+                    "summary": f"device {dev.name} used by {account.username} and {', '.join(names)} at once",
+                    "dedupe_key": f"shared_device:{dev.id}",
+                    "device_id": dev.id,
+                    "details": {"device": dev.name, "accounts": [account.username, *names]},
+                    "now": now,
+                },
+            )
+        # Step 6: the session.
+        token = secrets.token_urlsafe(32)
+        session = Session(
+            id=new_id("ses"),
+            account_id=account.id,
+            device_key_id=key.id,
+            token_hash=_token_hash(token),
+            source=source[:100],
+            created_at=now,
+            last_seen_at=now,
+            mfa_at=mfa_at,
+            expires_at=now + SESSION_LIFETIME,
+        )
+        s.add(session)
+        record(
+            s,
+            actor=f"user:{account.username}",
+            action="login",
+            object=obj,
+            details={"session": session.id, "device": dev.name, "factor": factor, "source": source},
+        )
+        return Login(session=session, token=token)
+
+    try:
+        login = guarded(ws, "anonymous", sign_in)
+    except (WrongPasswordError, mfa.MfaError):
+        gate.record_failure(username, source)
+        raise
+    gate.record_success(username, source)
+    return login
+
+
+def resolve_session(ws: Workspace, token: str, *, now: dt.datetime | None = None) -> Session:
+    """The live session of ``token``, with its account and device key loaded."""
+    now = now or utcnow()
+    with ws.transaction() as s:
+        sess = s.scalars(
+            select(Session)
+            .options(
+                selectinload(Session.account).selectinload(Account.person), selectinload(Session.device_key)
+            )
+            .where(Session.token_hash == _token_hash(token))
+        ).first()
+        if sess is None or sess.revoked_at is not None or sess.expires_at <= now:
+            raise DeniedError(
+                "the session is unknown, expired or signed out", hint="sign in with `gpaisec login`"
+            )
+        if sess.account.disabled_at is not None:
+            raise DeniedError("the account is disabled")
+        sess.last_seen_at = now
+    return sess
+
+
+def step_up(ws: Workspace, token: str, code: str, *, now: dt.datetime | None = None) -> Session:
+    """Check a fresh second factor for a live session and record its time (``mfa_at``)."""
+    now = now or utcnow()
+    sess = resolve_session(ws, token, now=now)
+    username = sess.account.username
+
+    def check(s: DBSession) -> Session:
+        row = s.get(Session, sess.id)
+        assert row is not None
+        try:
+            factor = mfa.verify_second_factor(s, row.account, code, now)
+        except mfa.MfaError as exc:
+            raise Refusal(exc, action="session.mfa.fail", object=f"account:{username}") from None
+        row.mfa_at = now
+        record(
+            s,
+            actor=f"user:{username}",
+            action="session.mfa",
+            object=f"account:{username}",
+            details={"session": row.id, "factor": factor},
+        )
+        return row
+
+    return guarded(ws, f"user:{username}", check)
+
+
+def logout(ws: Workspace, token: str) -> None:
+    now = utcnow()
+    with ws.transaction() as s:
+        sess = s.scalars(select(Session).where(Session.token_hash == _token_hash(token))).first()
+        if sess is None or sess.revoked_at is not None:
+            return
+        sess.revoked_at = now
+        account = s.get(Account, sess.account_id)
+        name = account.username if account else "?"
+        record(
+            s, actor=f"user:{name}", action="logout", object=f"account:{name}", details={"session": sess.id}
+        )

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from gpaisec.access import accounts, mfa
+from gpaisec.access.models import RecoveryCode, TotpCredential
+from gpaisec.store.base import utcnow
+from gpaisec.workspace import Workspace
+from tests.access.test_accounts import PASSWORD, actions, add_device, add_human, fast_hashes  # noqa: F401
+
+
+def test_enrol_returns_an_otpauth_uri_and_confirm_needs_a_valid_code(workspace: Workspace) -> None:
+    add_human(workspace, "alice", totp=False)
+    uri = mfa.enrol_totp(workspace, "alice")
+    assert uri.startswith("otpauth://totp/gpaisec:alice?")
+    assert "issuer=gpaisec" in uri
+    with pytest.raises(mfa.MfaError):
+        mfa.confirm_totp(workspace, "alice", "abcdef")
+    assert "mfa.totp.confirm.denied" in actions(workspace)
+    secret = uri.split("secret=")[1].split("&")[0]
+    codes = mfa.confirm_totp(workspace, "alice", mfa.totp_code(secret, utcnow()))
+    assert len(codes) == mfa.RECOVERY_CODES
+    assert len(set(codes)) == len(codes)
+    with workspace.reader() as s:
+        stored = [r.hash for r in s.scalars(select(RecoveryCode))]
+    assert not set(codes) & set(stored)
+    # The seed never reaches the audit log.
+    assert secret not in str(actions(workspace))
+
+
+def test_totp_window_and_replay(workspace: Workspace) -> None:
+    add_human(workspace, "alice", totp=False)
+    uri = mfa.enrol_totp(workspace, "alice")
+    secret = uri.split("secret=")[1].split("&")[0]
+    now = utcnow()
+    with workspace.transaction() as s:
+        cred = s.get(TotpCredential, accounts.get_account(s, "alice").id)
+        assert cred is not None
+        step = mfa.verify_totp(cred, mfa.totp_code(secret, now - dt.timedelta(seconds=30)), now)
+        with pytest.raises(mfa.MfaError, match="already used"):
+            mfa.verify_totp(cred, mfa.totp_code(secret, now - dt.timedelta(seconds=30)), now)
+        assert mfa.verify_totp(cred, mfa.totp_code(secret, now), now) == step + 1
+        with pytest.raises(mfa.MfaError):  # two steps ahead is outside the window
+            mfa.verify_totp(cred, mfa.totp_code(secret, now + dt.timedelta(seconds=90)), now)
+        with pytest.raises(mfa.MfaError):
+            mfa.verify_totp(cred, "12345x", now)
+
+
+def test_recovery_codes_are_single_use(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    add_human(workspace, "alice", totp=False)
+    uri = mfa.enrol_totp(workspace, "alice")
+    secret = uri.split("secret=")[1].split("&")[0]
+    codes = mfa.confirm_totp(workspace, "alice", mfa.totp_code(secret, utcnow()))
+    lg = accounts.authenticate(workspace, "alice", PASSWORD, codes[0].upper(), "laptop-1")
+    assert lg.session.mfa_at is not None
+    accounts.logout(workspace, lg.token)
+    with pytest.raises(mfa.MfaError, match="recovery code"):
+        accounts.authenticate(workspace, "alice", PASSWORD, codes[0], "laptop-1")
+    accounts.authenticate(workspace, "alice", PASSWORD, codes[1], "laptop-1")
+
+
+def test_step_up_refreshes_mfa_time(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    secret = add_human(workspace, "alice")
+    assert secret
+    t0 = utcnow()
+    lg = accounts.authenticate(workspace, "alice", PASSWORD, mfa.totp_code(secret, t0), "laptop-1", now=t0)
+    later = t0 + dt.timedelta(minutes=10)
+    sess = accounts.step_up(workspace, lg.token, mfa.totp_code(secret, later), now=later)
+    assert sess.mfa_at == later
+    with pytest.raises(mfa.MfaError):
+        accounts.step_up(workspace, lg.token, mfa.totp_code(secret, later), now=later)
+    assert "session.mfa.fail" in actions(workspace)
