@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from sqlalchemy import select
+
+from gpaisec.access import accounts, grants
+from gpaisec.access.decide import check_access
+from gpaisec.audit.models import AuditEntry
+from gpaisec.store.base import utcnow
+from gpaisec.weights import registry
+from gpaisec.workspace import Workspace
+from tests.access.test_accounts import fast_hashes  # noqa: F401
+from tests.access.test_grants import make_world
+
+
+def active_grant(ws: Workspace, tokens: dict[str, str], action: str = "read") -> str:
+    gid = grants.request_grant(
+        ws, "alice", "atlas:v3", action, duration=dt.timedelta(days=1), reason="evaluate the v3 checkpoint"
+    ).id
+    grants.approve_grant(ws, gid, session_token=tokens["bob"])
+    grants.approve_grant(ws, gid, session_token=tokens["carol"])
+    return gid
+
+
+def decisions(ws: Workspace) -> list[dict[str, object]]:
+    with ws.reader() as s:
+        rows = s.scalars(
+            select(AuditEntry).where(AuditEntry.action == "access.decide").order_by(AuditEntry.seq)
+        )
+        return [json.loads(bytes(e.entry))["details"] for e in rows]
+
+
+def test_allow_path_and_every_decision_is_audited(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    denied = check_access(workspace, "alice", "read", "atlas:v3")
+    assert not denied.allowed
+    assert "forbid-no-grant" in denied.determining_policies
+    active_grant(workspace, w.tokens)
+    d = check_access(workspace, "alice", "read", "atlas:v3", session=w.tokens["alice"], explain=True)
+    assert d.allowed, d.reasons
+    assert d.determining_policies == ("permit-unreleased-with-grant",)
+    assert any(r.startswith("given: grant") for r in d.reasons)
+    # Another action is not covered by the read grant.
+    assert not check_access(workspace, "alice", "export", "atlas:v3").allowed
+    logged = decisions(workspace)
+    assert [x["allowed"] for x in logged] == [False, True, False]
+    assert logged[1]["determining_policies"] == ["permit-unreleased-with-grant"]
+
+
+def test_expired_grant_is_denied(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    active_grant(workspace, w.tokens)
+    d = check_access(workspace, "alice", "read", "atlas:v3", now=utcnow() + dt.timedelta(days=2))
+    assert not d.allowed
+    # The session expired too by then; the grant's expiry is named all the same.
+    assert "forbid-grant-expired" in d.determining_policies
+
+
+def test_unmanaged_device_is_denied(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    active_grant(workspace, w.tokens)
+    registry.update_device(workspace, "laptop-alice", managed=False)
+    d = check_access(workspace, "alice", "read", "atlas:v3")
+    assert not d.allowed
+    assert "forbid-unmanaged-device" in d.determining_policies
+    assert decisions(workspace)[-1]["allowed"] is False
+
+
+def test_lapsed_background_check_is_denied(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    active_grant(workspace, w.tokens)
+    accounts.set_person(
+        workspace, "Person alice", background_check_valid_until=utcnow() - dt.timedelta(days=1)
+    )
+    d = check_access(workspace, "alice", "read", "atlas:v3")
+    assert not d.allowed
+    assert "forbid-expired-background-check" in d.determining_policies
+
+
+def test_no_session_means_no_mfa(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    active_grant(workspace, w.tokens)
+    accounts.logout(workspace, w.tokens["alice"])
+    d = check_access(workspace, "alice", "read", "atlas:v3")
+    assert not d.allowed
+    assert "forbid-stale-mfa" in d.determining_policies
+
+
+def test_invalid_or_empty_policy_set_denies_everything(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    active_grant(workspace, w.tokens)
+    policies = workspace.home / "policies"
+    policies.mkdir()
+    (policies / "broken.cedar").write_text("permit (principal, action, resource) when { nonsense };")
+    d = check_access(workspace, "alice", "read", "atlas:v3")
+    assert not d.allowed
+    assert d.errors
+    (policies / "broken.cedar").write_text("// nothing permitted\n")
+    d = check_access(workspace, "alice", "read", "atlas:v3")
+    assert not d.allowed
+    assert d.determining_policies == ()
+
+
+def test_break_glass_grant_is_allowed_and_alerted(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    grants.break_glass(
+        workspace,
+        session_token=w.tokens["dave"],
+        scope="atlas:v3",
+        action="read",
+        reason="incident 7 restore",
+    )
+    d = check_access(workspace, "dave", "read", "atlas:v3")
+    assert d.allowed, d.reasons
+    assert d.break_glass
+    assert decisions(workspace)[-1]["alert"] == "break_glass"
+
+
+@pytest.mark.parametrize("bad", ["write", "export"])
+def test_service_account_needs_scope_and_grant(workspace: Workspace, bad: str) -> None:
+    make_world(workspace)
+    accounts.add_service_account(workspace, "eval-bot", owner="Person alice")
+    accounts.issue_token(workspace, "eval-bot", scopes=["weights:read"])
+    d = check_access(workspace, "eval-bot", bad, "atlas:v3", device="laptop-bob")
+    assert not d.allowed
