@@ -126,6 +126,10 @@ def open_checkpoint(
             blob = base64.b64decode(parts[2], validate=True)
         except ValueError:
             raise bad("a signature is not base64") from None
+        # Canonical base64 only: otherwise the unused low bits of the last character could be
+        # changed without changing the signature, and the note would not be byte-for-byte unique.
+        if base64.b64encode(blob).decode() != parts[2]:
+            raise bad("a signature is not canonical base64")
         if parts[1] == name and blob[:4] == want_hash:
             if len(blob) != 68:
                 raise bad("the signature has the wrong length")

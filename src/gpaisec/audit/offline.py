@@ -83,6 +83,8 @@ def _read_manifest(directory: Path, key: PublicKey, which: str) -> dict[str, Any
     sig_text = _read(directory, "manifest.sig")
     try:
         sig = base64.b64decode(sig_text.strip(), validate=True)
+        if base64.b64encode(sig) + b"\n" != sig_text:  # exactly as written: canonical, one newline
+            sig = b""
     except ValueError:
         sig = b""
     if len(sig) != 64 or not key.signature_ok(sig, MANIFEST_CONTEXT + data):
