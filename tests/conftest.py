@@ -13,9 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from gpaisec.workspace import Workspace
+
+# CI explores the same examples on every run (a failure there is reproducible, never a coin toss);
+# developers' runs stay random and keep finding new cases.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 PG_URL = os.environ.get("GPAISEC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _pg_ok: bool | None = None
