@@ -84,28 +84,7 @@ _DEVICE, _MODEL_VERSION, _LOCATION, _GRANT = (
 )
 _ACTION = "Gpaisec::Action"
 _WEIGHTS = frozenset({_MODEL_VERSION, _LOCATION})
-# appliesTo of each action in the packaged schema; used only while that schema is in force.
-_APPLIES_TO: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
-    "read": (frozenset({_PERSON, _SERVICE_ACCOUNT}), _WEIGHTS),
-    "write": (frozenset({_PERSON, _SERVICE_ACCOUNT}), _WEIGHTS),
-    "export": (frozenset({_PERSON, _SERVICE_ACCOUNT}), _WEIGHTS),
-    "break_glass": (frozenset({_PERSON}), _WEIGHTS),
-    "approve": (frozenset({_PERSON}), frozenset({_GRANT})),
-    "review": (frozenset({_PERSON}), frozenset({_GRANT})),
-}
-# RequestContext of the packaged schema: name -> (kind, entity type, required).
-_CONTEXT: Final[Mapping[str, tuple[str, str, bool]]] = {
-    "now": ("datetime", "", True),
-    "mfa_age_seconds": ("long", "", True),
-    "mfa_max_age_seconds": ("long", "", True),
-    "device": ("entity", _DEVICE, True),
-    "device_managed": ("bool", "", True),
-    "source_ip": ("ipaddr", "", True),
-    "break_glass": ("bool", "", True),
-    "grant": ("entity", _GRANT, False),
-}
 _PDP_SETS = "mfa_max_age_seconds"  # set by the PDP from its configuration, never by the caller
-_I64 = (-(2**63), 2**63 - 1)
 _MAX_ERROR_CHARS = 400
 _DENY_BY_DEFAULT = "no policy permits this request (access is denied by default)"
 _POLICY_REF = re.compile(r"`(policy\d+)`")
@@ -346,8 +325,6 @@ class PolicySet:
     _by_cedar_id: Mapping[str, str] = field(repr=False)
     _cedar: Any = field(repr=False)
     _schema: Any = field(repr=False)
-    _packaged_schema: bool = field(repr=False)
-    _context_read: frozenset[str] = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.policy_ids)
@@ -390,9 +367,8 @@ class PolicySet:
     @classmethod
     def from_text(cls, text: str, *, schema_text: str | None = None, source: str = "<text>") -> PolicySet:
         """Parse and validate Cedar policy text (against the packaged schema unless one is given)."""
-        packaged = _packaged_schema_text()
         if schema_text is None:
-            schema_text = packaged
+            schema_text = _packaged_schema_text()
         hint = "see docs/access-policy.md (writing a custom policy)"
         # 2. Parse the schema.
         try:
@@ -450,8 +426,6 @@ class PolicySet:
             _by_cedar_id=by_cedar_id,
             _cedar=cedar,
             _schema=schema,
-            _packaged_schema=schema_text == packaged,
-            _context_read=frozenset(n for n in _CONTEXT if re.search(rf"\b{n}\b", text)),
         )
 
 
@@ -548,9 +522,7 @@ class PDP:
             )
         self._policies = policies
         self._max_age = mfa_max_age_seconds
-        # With the packaged schema, the PDP checks and escapes requests itself (microseconds); with
-        # another schema, Cedar validates each request against it (slower, but knows the schema).
-        self._fast = policies._packaged_schema
+        self._schema = policies._schema
 
     @property
     def policies(self) -> PolicySet:
@@ -576,7 +548,22 @@ class PDP:
         context: Mapping[str, Any],
     ) -> Decision:
         """Decide one request. Never raises for a bad request: anything wrong denies, with the error."""
-        return self.decide_batch([Request(principal, action, resource, context)], entities)[0]
+        # Deciding takes these steps; any failure denies and says why (decide_batch does the same).
+        try:
+            # 1. Entities: an EntitySet checked against this schema, or a list parsed and checked now.
+            world = self._world(entities)
+            # 2. The request: references well formed, the PDP's MFA limit added to the context,
+            #    ``now`` set if absent. (Cedar then validates it against the schema.)
+            request = self._cedar_request(Request(principal, action, resource, context))
+        except _BadRequest as exc:
+            return _denied(str(exc))
+        # 3. Ask Cedar, with the pre-parsed policies, entities and schema (it validates the request).
+        try:
+            result = cedarpy.is_authorized(request, self._policies._cedar, world._handle, self._schema)
+        except (ValueError, TypeError, KeyError) as exc:
+            return _denied(f"Cedar could not evaluate the request: {exc}")
+        # 4. Fail closed on any error, and name the policies that decided.
+        return self._decision(result)
 
     def authorize(
         self,
@@ -598,47 +585,43 @@ class PDP:
     def decide_batch(
         self, requests: Sequence[Request], entities: EntitySet | Iterable[Mapping[str, Any]]
     ) -> list[Decision]:
-        """Decide several requests against the same entities in one call into Cedar."""
-        # Deciding a request takes these steps; any failure denies that request and says why.
-        # 1. Entities: an EntitySet checked against this schema, or a list parsed and checked now.
-        if isinstance(entities, EntitySet):
-            if entities.schema_text != self._policies.schema_text:
-                return [_denied("the entity set was checked against another schema")] * len(requests)
-            world = entities
-        else:
-            try:
-                world = self.entities(entities)
-            except InputError as exc:
-                return [_denied(exc.message)] * len(requests)
+        """Decide several requests against the same entities in one call into Cedar (same steps)."""
+        try:
+            world = self._world(entities)
+        except _BadRequest as exc:
+            return [_denied(str(exc))] * len(requests)
         out: list[Decision | None] = [None] * len(requests)
         cedar_requests: list[dict[str, Any]] = []
         slots: list[int] = []
         for i, req in enumerate(requests):
-            # 2. The request: principal and resource types fit the action; the context has the
-            #    schema's fields, each of its type (escaped for Cedar), plus the PDP's MFA limit.
             try:
                 cedar_requests.append(self._cedar_request(req))
                 slots.append(i)
             except _BadRequest as exc:
                 out[i] = _denied(str(exc))
         if cedar_requests:
-            # 3. Ask Cedar, with the pre-parsed policies and entities.
-            schema = None if self._fast else self._policies._schema
-            results: list[Any]
-            error = ""
             try:
                 results = cedarpy.is_authorized_batch(
-                    cedar_requests, self._policies._cedar, world._handle, schema
+                    cedar_requests, self._policies._cedar, world._handle, self._schema
                 )
             except (ValueError, TypeError, KeyError) as exc:
-                results = [None] * len(cedar_requests)
-                error = f"Cedar could not evaluate the request: {exc}"
+                failed = _denied(f"Cedar could not evaluate the request: {exc}")
+                return [d if d is not None else failed for d in out]
             for i, result in zip(slots, results, strict=True):
-                # 4. Fail closed and name the policies.
-                out[i] = self._decision(result) if result is not None else _denied(error)
+                out[i] = self._decision(result)
         return [d if d is not None else _denied("not evaluated") for d in out]
 
     # -- internals --------------------------------------------------------------------------------
+
+    def _world(self, entities: EntitySet | Iterable[Mapping[str, Any]]) -> EntitySet:
+        if isinstance(entities, EntitySet):
+            if entities.schema_text != self._policies.schema_text:
+                raise _BadRequest("the entity set was checked against another schema")
+            return entities
+        try:
+            return self.entities(entities)
+        except InputError as exc:
+            raise _BadRequest(exc.message) from exc
 
     def _cedar_request(self, req: Request) -> dict[str, Any]:
         principal, resource = _check_uid(req.principal, "principal"), _check_uid(req.resource, "resource")
@@ -648,26 +631,12 @@ class PDP:
             raise _BadRequest("context must be a mapping")
         if _PDP_SETS in req.context:
             raise _BadRequest(f"context sets {_PDP_SETS}, which only the PDP sets")
-        ctx = dict(req.context)
+        # Cedar validates the request against the schema: the action exists, applies to these
+        # principal and resource types, and the context has the declared fields and types.
+        ctx = {name: _context_value(name, value) for name, value in req.context.items()}
         ctx[_PDP_SETS] = self._max_age
-        now = ctx.get("now")
-        if now is None:
+        if "now" not in ctx:
             ctx["now"] = cedar_datetime(datetime.now(UTC))
-        elif isinstance(now, datetime):
-            ctx["now"] = _to_cedar_time(now)
-        if self._fast:
-            applies = _APPLIES_TO.get(req.action)
-            if applies is None:
-                raise _BadRequest(f"unknown action {req.action!r} (actions: {', '.join(ACTIONS)})")
-            if principal["type"] not in applies[0]:
-                raise _BadRequest(
-                    f"action {req.action} does not apply to a principal of type {principal['type']}"
-                )
-            if resource["type"] not in applies[1]:
-                raise _BadRequest(
-                    f"action {req.action} does not apply to a resource of type {resource['type']}"
-                )
-            ctx = _escape_context(ctx, self._policies._context_read)
         return {
             "principal": principal,
             "action": {"type": _ACTION, "id": req.action},
@@ -707,69 +676,16 @@ def _check_uid(value: Any, what: str) -> dict[str, str]:
     raise _BadRequest(f"{what} must be an entity reference {{'type': ..., 'id': ...}}, not {value!r}")
 
 
-def _to_cedar_time(t: datetime) -> str:
-    try:
-        return cedar_datetime(t)
-    except InputError as exc:
-        raise _BadRequest(exc.message) from exc
-
-
-def _escape_context(ctx: dict[str, Any], read: frozenset[str]) -> dict[str, Any]:
-    """Check the context against the packaged RequestContext and write it in Cedar's escaped JSON
-    form, so that Cedar needs no schema to read it.
-
-    Fields that no policy of the set mentions (``read`` holds those some policy does) are checked
-    here but not sent: no decision can depend on them, and Cedar takes 10-20 µs to read an entity
-    reference or an extension value (the packaged policies never read ``source_ip``).
-    """
-    out: dict[str, Any] = {}
-    for name, value in ctx.items():
-        spec = _CONTEXT.get(name)
-        if spec is None:
-            raise _BadRequest(f"context field {name!r} is not in the schema")
-        kind, etype, _required = spec
-        if kind == "bool":
-            if type(value) is not bool:
-                raise _BadRequest(f"context field {name} must be a boolean, not {value!r}")
-            escaped: Any = value
-        elif kind == "long":
-            if type(value) is not int or not _I64[0] <= value <= _I64[1]:
-                raise _BadRequest(f"context field {name} must be a 64-bit integer, not {value!r}")
-            escaped = value
-        elif kind == "entity":
-            ref = value.get("__entity", value) if isinstance(value, Mapping) else None
-            if not isinstance(ref, Mapping) or ref.get("type") != etype or not isinstance(ref.get("id"), str):
-                raise _BadRequest(f"context field {name} must reference a {etype}, not {value!r}")
-            escaped = {"__entity": {"type": etype, "id": ref["id"]}}
-        else:
-            fn = "datetime" if kind == "datetime" else "ip"
-            if isinstance(value, Mapping) and isinstance(value.get("__extn"), Mapping):
-                value = value["__extn"].get("arg") if value["__extn"].get("fn") == fn else None
-            if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address) and kind == "ipaddr":
-                value = str(value)
-            if not isinstance(value, str):
-                raise _BadRequest(f"context field {name} must be a {kind} string, not {value!r}")
-            if name not in read:  # Cedar will not parse it: check it here
-                _check_text(name, kind, value)
-            escaped = {"__extn": {"fn": fn, "arg": value}}
-        if name in read:
-            out[name] = escaped
-    missing = [n for n, (_, _, required) in _CONTEXT.items() if required and n not in ctx]
-    if missing:
-        raise _BadRequest(f"context lacks {', '.join(missing)}")
-    return out
-
-
-def _check_text(name: str, kind: str, value: str) -> None:
-    try:
-        if kind == "datetime":
-            datetime.fromisoformat(value)
-        elif "/" in value:
-            ipaddress.ip_network(value, strict=False)
-        else:
-            ipaddress.ip_address(value)
-    except ValueError as exc:
-        raise _BadRequest(f"context field {name} is not a valid {kind}: {value!r}") from exc
+def _context_value(name: str, value: Any) -> Any:
+    """Times and addresses given as Python objects, in the text form Cedar parses."""
+    if isinstance(value, datetime):
+        try:
+            return cedar_datetime(value)
+        except InputError as exc:
+            raise _BadRequest(f"context field {name}: {exc.message}") from exc
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -819,7 +735,12 @@ def _time(value: Any) -> datetime:
         return value
     if isinstance(value, Mapping):
         value = value["__extn"]["arg"]
-    t = datetime.fromisoformat(value)
+    return _parse_time(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_time(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
