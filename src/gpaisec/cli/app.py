@@ -63,7 +63,7 @@ def root(
 
 
 def _register() -> None:
-    from gpaisec.cli import assess, audit, catalog, demo, registry, weights
+    from gpaisec.cli import access, assess, audit, catalog, demo, registry, weights
 
     app.add_typer(catalog.app, name="catalog")
     app.add_typer(audit.app, name="audit")
@@ -71,6 +71,7 @@ def _register() -> None:
     assess.register(app)
     registry.register(app)
     demo.register(app)
+    access.register(app)
 
 
 _register()

@@ -1,0 +1,179 @@
+"""The access commands end to end through ``main(argv)``, with getpass monkeypatched."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from gpaisec.access import accounts, mfa
+from gpaisec.access.pdp import packaged_policies_dir
+from gpaisec.cli.app import main
+from gpaisec.store.base import utcnow
+from gpaisec.weights import registry
+from gpaisec.workspace import Workspace
+from tests.access.test_accounts import PASSWORD, fast_hashes  # noqa: F401
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_people_users_mfa_login_grants_and_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = str(tmp_path / "ws")
+    ws = Workspace.open(home)
+    registry.add_model(ws, "atlas")
+    with ws.transaction() as s:
+        registry.create_version(s, ws, "atlas", "v3")
+    for name in ("alice", "bob", "carol"):
+        registry.add_device(ws, f"laptop-{name}", managed=True, disk_encrypted=True)
+        accounts.enrol_device_key(ws, f"laptop-{name}", f"ssh-ed25519 AAAA{name}")
+    ws.close()
+    monkeypatch.delenv("GPAISEC_PASSWORD", raising=False)
+    monkeypatch.delenv("GPAISEC_TOTP", raising=False)
+    answers: dict[str, str] = {}
+
+    def fake_getpass(prompt: str = "") -> str:
+        if "code" in prompt:
+            return answers["code"]
+        return answers.get("password", PASSWORD)
+
+    monkeypatch.setattr("getpass.getpass", fake_getpass)
+    w = ("--workspace", home)
+    secrets: dict[str, str] = {}
+    recovery: dict[str, list[str]] = {}
+    for name, roles in (("alice", []), ("bob", ["approver"]), ("carol", ["approver"])):
+        rc, _, err = run(
+            capsys,
+            *w,
+            "people",
+            "add",
+            f"Person {name}",
+            "--background-check-until",
+            "2099-01-01",
+            "--training-until",
+            "2099-01-01",
+        )
+        assert rc == 0, err
+        role_args = [a for r in roles for a in ("--role", r)]
+        rc, out, err = run(
+            capsys, *w, "users", "add", name, "--person", f"Person {name}", *role_args, "--format", "json"
+        )
+        assert rc == 0, err
+        assert json.loads(out)["roles"] == roles
+        rc, out, err = run(capsys, *w, "users", "mfa", "enroll", name, "--totp", "--format", "json")
+        assert rc == 0, err
+        uri = json.loads(out)["otpauth_uri"]
+        secrets[name] = uri.split("secret=")[1].split("&")[0]
+        answers["code"] = mfa.totp_code(secrets[name], utcnow() - dt.timedelta(seconds=30))
+        rc, out, err = run(capsys, *w, "users", "mfa", "confirm", name, "--format", "json")
+        assert rc == 0, err
+        recovery[name] = json.loads(out)["recovery_codes"]
+        assert len(recovery[name]) == 10
+
+    # A weak password is refused, with the reason and without echoing it.
+    answers["password"] = "password"
+    rc, _, err = run(capsys, *w, "people", "add", "Person eve")
+    rc, _, err = run(capsys, *w, "users", "add", "eve", "--person", "Person eve")
+    assert rc == 2
+    assert "shorter than" in err
+    del answers["password"]
+
+    def login(name: str) -> None:
+        answers["code"] = mfa.totp_code(secrets[name], utcnow())
+        rc, _, err = run(capsys, *w, "login", name, "--device", f"laptop-{name}")
+        assert rc == 0, err
+        answers["code"] = mfa.totp_code(secrets[name], utcnow() + dt.timedelta(seconds=30))  # for step-up
+
+    login("alice")
+    session_file = Path(home) / "session"
+    assert stat.S_IMODE(session_file.stat().st_mode) == 0o600
+    rc, out, err = run(
+        capsys,
+        *w,
+        "access",
+        "request",
+        "atlas:v3",
+        "--action",
+        "read",
+        "--duration",
+        "2d",
+        "--reason",
+        "evaluate v3",
+        "--format",
+        "json",
+    )
+    assert rc == 0, err
+    gid = json.loads(out)["id"]
+    # Denied before approval: exit 6, the policy named.
+    rc, out, _ = run(capsys, *w, "access", "check", "alice", "read", "atlas:v3", "--format", "json")
+    assert rc == 6
+    assert "forbid-grant-inactive" in json.loads(out)["determining_policies"]
+    for approver in ("bob", "carol"):
+        login(approver)
+        rc, out, err = run(capsys, *w, "access", "approve", gid, "--format", "json")
+        assert rc == 0, err
+    assert json.loads(out)["state"] == "active"
+    rc, out, err = run(capsys, *w, "access", "check", "alice", "read", "atlas:v3", "--explain")
+    assert rc == 0, err
+    assert out.startswith("ALLOWED")
+    assert "given: grant" in out
+    rc, out, _ = run(capsys, *w, "access", "list", "--format", "json")
+    assert json.loads(out)[0]["approvers"] == ["bob", "carol"]
+    # Self-approval through the CLI: carol requests, carol approves.
+    rc, out, _ = run(
+        capsys, *w, "access", "request", "atlas:v3", "--reason", "my own experiment", "--format", "json"
+    )
+    answers["code"] = mfa.totp_code(secrets["carol"], utcnow() + dt.timedelta(seconds=30))
+    rc, _, err = run(capsys, *w, "access", "approve", gid)  # the same code again: replay
+    assert rc == 6
+    assert "already used" in err
+    answers["code"] = recovery["carol"][0]  # a recovery code steps up as well
+    rc, _, err = run(capsys, *w, "access", "approve", json.loads(out)["id"])
+    assert rc == 6
+    assert "own grant" in err
+    rc, _, err = run(capsys, *w, "logout")
+    assert rc == 0, err
+    assert not session_file.exists()
+
+
+def test_policy_show_validate_and_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    w = ("--workspace", str(tmp_path / "ws"))
+    rc, out, err = run(capsys, *w, "policy", "show", "--format", "json")
+    assert rc == 0, err
+    assert "permit-unreleased-with-grant" in [p["id"] for p in json.loads(out)["policies"]]
+    default = Path(str(packaged_policies_dir().joinpath("default.cedar")))
+    rc, out, err = run(capsys, *w, "policy", "validate", str(default), "--format", "json")
+    assert rc == 0, err
+    bad = tmp_path / "bad.cedar"
+    bad.write_text("permit (principal, action, resource) when { nonsense };")
+    rc, _, err = run(capsys, *w, "policy", "validate", str(bad))
+    assert rc == 3
+    cases = tmp_path / "cases.json"
+    cases.write_text(
+        json.dumps(
+            {
+                "cases": [
+                    {
+                        "name": "no grant",
+                        "principal": {"type": "Gpaisec::Person", "id": "p1"},
+                        "action": "read",
+                        "resource": {"type": "Gpaisec::ModelVersion", "id": "v1"},
+                        "entities": [],
+                        "context": {},
+                        "expect": "deny",
+                    }
+                ]
+            }
+        )
+    )
+    rc, out, err = run(capsys, *w, "policy", "test", str(cases), "--format", "json")
+    assert rc == 0, err
+    assert json.loads(out)[0]["ok"] is True
