@@ -390,7 +390,10 @@ def test_empty_policy_set_denies_everything(pdp: PDP) -> None:
     ("text", "expected"),
     [
         ("permit (principal, action, resource", "do not parse"),
-        ('@id("x") permit (principal, action, resource) when { principal.nope };', "[x]"),
+        (
+            '@id("x") permit (principal, action, resource) when { principal.nope };',
+            "for policy `x`, attribute `nope`",
+        ),
         ('@id("x") permit (principal, action, resource) when { context.now > 3 };', "do not validate"),
         ("permit (principal, action, resource);", "no @id"),
         (

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 import cedarpy
@@ -388,7 +389,7 @@ class PolicySet:
         if not result.validation_passed:
             names = result.id_annotations_by_policy_id
             problems = "; ".join(
-                f"[{names.get(e.policy_id) or e.policy_id or '?'}] {e.error}" for e in result.errors
+                _POLICY_REF.sub(lambda m: f"`{names.get(m[1]) or m[1]}`", e.error) for e in result.errors
             )
             raise ConfigError(
                 f"{source}: the policies do not validate against the schema: {problems}", hint=hint
@@ -406,7 +407,7 @@ class PolicySet:
                     f"{source}: policy {cedar_id} has no @id annotation",
                     hint='add @id("...") to every policy',
                 )
-            if pid in reasons or pid in by_cedar_id.values():
+            if pid in reasons:
                 raise ConfigError(
                     f"{source}: two policies share @id {pid!r}", hint="give each policy its own @id"
                 )
@@ -421,9 +422,9 @@ class PolicySet:
             text=text,
             schema_text=schema_text,
             policy_ids=tuple(by_cedar_id.values()),
-            reasons=reasons,
-            alerts=alerts,
-            _by_cedar_id=by_cedar_id,
+            reasons=MappingProxyType(reasons),
+            alerts=MappingProxyType(alerts),
+            _by_cedar_id=MappingProxyType(by_cedar_id),
             _cedar=cedar,
             _schema=schema,
         )
