@@ -52,3 +52,26 @@ def test_overdue_review_and_too_many_non_hardened_people_are_findings(workspace:
     later = utcnow() + dt.timedelta(days=200)
     # Still the same open overdue finding (deduplicated), refreshed rather than duplicated.
     assert reviews.sweep_findings(workspace, limit=5, now=later) == []
+
+
+def test_access_checks_name_people(workspace: Workspace) -> None:
+    from gpaisec.access import checks
+    from gpaisec.compliance.checks import CheckContext
+    from gpaisec.compliance.verdicts import Verdict
+
+    w = make_world(workspace)
+    active_grant(workspace, w.tokens)
+    accounts.set_person(
+        workspace, "Person alice", insider_training_valid_until=utcnow() - dt.timedelta(days=1)
+    )
+    with workspace.reader() as s:
+        ctx = CheckContext(session=s, now=utcnow())
+        a431 = checks.authorisation(ctx, "A4.3(1)")
+        assert a431.verdict is Verdict.not_met
+        assert any("review" in r for r in a431.reasons)
+        assert checks.iam(ctx, "A4.1(1)").verdict is Verdict.met
+        assert checks.non_hardened(ctx, "A4.3(4)").verdict is Verdict.met
+        assert checks.vetting(ctx, "A4.4(1)").verdict is Verdict.met
+        a442 = checks.vetting(ctx, "A4.4(2)")
+    assert a442.verdict is Verdict.not_met
+    assert any("Person alice" in r for r in a442.reasons)
