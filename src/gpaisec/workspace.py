@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from gpaisec.alerts import deliver, pending_alerts
 from gpaisec.audit._keys import PublicKey, Signer, load_or_create_signer, load_signer
 from gpaisec.audit.service import has_pending, seal
 from gpaisec.errors import ConfigError
@@ -96,6 +97,8 @@ class Workspace:
             yield session
             if has_pending(session):
                 seal(session, self.audit_signer())
+        # Committed: now tell people (alerts raised by an operation that rolled back are dropped with it).
+        deliver(self.home, pending_alerts(session))
 
     @contextmanager
     def reader(self) -> Iterator[Session]:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from gpaisec.alerts import raise_alert
 from gpaisec.audit.service import record
 from gpaisec.errors import ConflictError, InputError, NotFoundError
 from gpaisec.store.base import new_id, utcnow
@@ -465,6 +466,8 @@ def open_finding(
         last_seen_at=now,
     )
     s.add(finding)
+    if severity in ("critical", "high"):
+        raise_alert(s, kind=kind, severity=severity, summary=summary, ref=finding.id, **(details or {}))
     record(
         s,
         actor=ws.actor,
