@@ -538,6 +538,15 @@ def test_entity_set_reuse_and_delta(pdp: PDP) -> None:
         base.with_added([{"uid": uid("Device", "x"), "parents": [], "attrs": {}}])
 
 
+def test_small_entity_lists_are_parsed_once(pdp: PDP) -> None:
+    first = pdp.entities(World().entities())
+    assert pdp.entities(World().entities()) is first
+    assert PDP(pdp.policies).entities(World().entities()) is first  # per policy set, not per PDP
+    changed = pdp.entities(World(state="revoked").entities())
+    assert changed is not first
+    assert decide_with(pdp, changed, World()).determining_policies == ("forbid-grant-inactive",)
+
+
 def decide_with(pdp: PDP, entities: EntitySet, world: World) -> Decision:
     return pdp.decide(ALICE, "read", M1, entities, world.context())
 

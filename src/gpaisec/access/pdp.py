@@ -31,7 +31,7 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -89,6 +89,8 @@ _PDP_SETS = "mfa_max_age_seconds"  # set by the PDP from its configuration, neve
 _MAX_ERROR_CHARS = 400
 _DENY_BY_DEFAULT = "no policy permits this request (access is denied by default)"
 _POLICY_REF = re.compile(r"`(policy\d+)`")
+_ENTITY_CACHE_SIZE = 1024
+_ENTITY_CACHE_MAX_CHARS = 64 * 1024
 
 EntityUid = Mapping[str, str]
 """An entity reference in Cedar's JSON form: ``{"type": "Gpaisec::Person", "id": "alice"}``."""
@@ -326,6 +328,7 @@ class PolicySet:
     _by_cedar_id: Mapping[str, str] = field(repr=False)
     _cedar: Any = field(repr=False)
     _schema: Any = field(repr=False)
+    _parse_entities: Callable[[str], EntitySet] = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.policy_ids)
@@ -427,6 +430,9 @@ class PolicySet:
             _by_cedar_id=MappingProxyType(by_cedar_id),
             _cedar=cedar,
             _schema=schema,
+            _parse_entities=functools.lru_cache(maxsize=_ENTITY_CACHE_SIZE)(
+                functools.partial(_parse_entity_text, schema=schema, schema_text=schema_text)
+            ),
         )
 
 
@@ -478,8 +484,7 @@ class EntitySet:
         return EntitySet(self.schema_text, handle, self._schema)
 
 
-def _parse_entities(entities: Iterable[Mapping[str, Any]] | str, schema: Any, schema_text: str) -> EntitySet:
-    text = entities if isinstance(entities, str) else json.dumps(list(entities))
+def _parse_entity_text(text: str, schema: Any, schema_text: str) -> EntitySet:
     try:
         handle = cedarpy.Entities.from_json_str(text, schema)
     except (ValueError, TypeError) as exc:
@@ -536,9 +541,15 @@ class PDP:
     def entities(self, entities: Iterable[Mapping[str, Any]] | str) -> EntitySet:
         """Parse and check entities (a list in Cedar's JSON form, or its text) against the schema.
 
-        Raises :class:`InputError` naming the first entity that does not conform.
+        Raises :class:`InputError` naming the first entity that does not conform. Small sets (a
+        request's own entities) are remembered by their JSON text, per policy set (the last
+        1,024): asking again about the same principal, device, resource and grant skips the parse,
+        which costs more than the decision. Only identical text matches, so nothing stale is used.
         """
-        return _parse_entities(entities, self._policies._schema, self._policies.schema_text)
+        text = entities if isinstance(entities, str) else json.dumps(list(entities))
+        if len(text) <= _ENTITY_CACHE_MAX_CHARS:
+            return self._policies._parse_entities(text)
+        return _parse_entity_text(text, self._policies._schema, self._policies.schema_text)
 
     def decide(
         self,
