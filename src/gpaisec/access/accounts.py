@@ -83,7 +83,20 @@ __all__ = [
     "throttle",
 ]
 
-HUMAN_ROLES = ("approver", "break_glass", "reviewer", "weights_user", "admin")
+# Roles the default policies act on (approver, break_glass, reviewer, admin), and job roles that describe
+# people for reviews and reports (access to weights itself always needs a two-person grant).
+HUMAN_ROLES = (
+    "approver",
+    "break_glass",
+    "reviewer",
+    "admin",
+    "weights_user",
+    "researcher",
+    "engineer",
+    "security",
+    "auditor",
+    "contractor",
+)
 SCOPES = ("weights:read", "weights:write", "weights:export")
 SESSION_LIFETIME = dt.timedelta(hours=12)
 MAX_TOKEN_LIFETIME = dt.timedelta(days=90)

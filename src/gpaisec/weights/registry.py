@@ -82,7 +82,7 @@ def get_version(s: Session, ref: str) -> ModelVersion:
         select(ModelVersion).join(Model).where(Model.name == model_name, ModelVersion.name == version)
     ).first()
     if v is None:
-        raise NotFoundError(f"no version {ref}", hint=f"see `gpaisec models show {model_name}`")
+        raise NotFoundError(f"no version {ref}", hint="see `gpaisec models list`")
     return v
 
 
