@@ -506,7 +506,7 @@ def _device_key(s: DBSession, device: str) -> tuple[DeviceKey, Device]:
         ).first()
     if key is None or key.revoked_at is not None:
         raise NotFoundError(
-            f"no enrolled key for device {device!r}", hint="enrol one with `gpaisec devices enrol-key`"
+            f"no enrolled key for device {device!r}", hint="enrol one with `gpaisec access device-key`"
         )
     dev_row = s.get(Device, key.device_id)
     assert dev_row is not None
