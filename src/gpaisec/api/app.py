@@ -1,0 +1,89 @@
+"""The application factory: ``create_app(workspace, settings)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from gpaisec import __version__
+from gpaisec.api.deps import ApiContext
+from gpaisec.api.middleware import GuardMiddleware
+from gpaisec.api.problems import install_handlers
+from gpaisec.api.routes import access, audit, compliance, registry, session
+from gpaisec.api.settings import Settings
+from gpaisec.workspace import Workspace
+
+__all__ = ["API_PREFIX", "PUBLIC_OPERATIONS", "create_app"]
+
+API_PREFIX = "/api/v1"
+DOCS_URL = "/api/docs"
+OPENAPI_URL = "/api/openapi.json"
+# The only operations that answer without authentication.
+PUBLIC_OPERATIONS = frozenset({("POST", f"{API_PREFIX}/session")})
+
+DESCRIPTION = """\
+Protect unreleased model weights and prove conformance with the EU GPAI Code of Practice.
+
+People sign in with `POST /api/v1/session` (password, one-time code, device) and get an HttpOnly
+session cookie and a CSRF token to send as `X-CSRF-Token` on every unsafe request. Software sends a
+service token as `Authorization: Bearer`. Errors are `application/problem+json`.
+"""
+
+
+def create_app(workspace: Workspace, settings: Settings) -> FastAPI:
+    """The API over ``workspace``. The workspace stays open for the app's life; the caller closes it."""
+    # Load (or create) the audit signing key once, so that every request's view of the workspace
+    # shares it instead of reading it from disk.
+    workspace.audit_signer()
+    app = FastAPI(
+        title="gpaisec API",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=DOCS_URL,
+        redoc_url=None,
+        openapi_url=OPENAPI_URL,
+    )
+    app.state.gpaisec = ApiContext(workspace=workspace, settings=settings)
+    install_handlers(app)
+    for router in (session.router, access.router, registry.router, compliance.router, audit.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.add_middleware(
+        GuardMiddleware,
+        max_request_bytes=settings.max_request_bytes,
+        tls=settings.tls,
+        docs_paths=(DOCS_URL,),
+    )
+    _document_security(app, app.state.gpaisec)
+    return app
+
+
+def _document_security(app: FastAPI, ctx: ApiContext) -> None:
+    """Name the two ways in (bearer token, session cookie) on every protected operation."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "serviceToken": {"type": "http", "scheme": "bearer", "description": "A service token."},
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": ctx.session_cookie,
+                    "description": f"From POST {API_PREFIX}/session; unsafe methods also need X-CSRF-Token.",
+                },
+            }
+            for route in app.routes:
+                if not isinstance(route, APIRoute):
+                    continue
+                for method in route.methods or ():
+                    if (method, route.path) in PUBLIC_OPERATIONS:
+                        continue
+                    op = schema["paths"].get(route.path, {}).get(method.lower())
+                    if op is not None:
+                        op["security"] = [{"serviceToken": []}, {"sessionCookie": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

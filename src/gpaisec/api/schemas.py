@@ -1,0 +1,169 @@
+"""Request (``…Create``, ``…Body``) and response (``…Public``) schemas, kept apart.
+
+A request schema never has server-set fields; a response schema never has secrets (password
+hashes, token hashes, TOTP seeds).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ApproveBody",
+    "AssessmentCreate",
+    "DecisionPublic",
+    "DecideBody",
+    "FindingPublic",
+    "GrantCreate",
+    "GrantPublic",
+    "GrantRowPublic",
+    "MePublic",
+    "ReasonBody",
+    "ReviewDecisionBody",
+    "ReviewItemPublic",
+    "ReviewPublic",
+    "SessionCreate",
+    "SessionPublic",
+    "StepUpBody",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+
+
+class SessionCreate(_In):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1024, json_schema_extra={"format": "password"})
+    totp_code: str | None = Field(default=None, max_length=64, description="One-time or recovery code.")
+    device: str = Field(
+        min_length=1, max_length=200, description="The device's name or key fingerprint (sha256:...)."
+    )
+
+
+class SessionPublic(BaseModel):
+    username: str
+    session_id: str
+    expires_at: dt.datetime
+    mfa_at: dt.datetime | None
+    csrf_token: str = Field(description="Send it as X-CSRF-Token on every unsafe request.")
+
+
+class StepUpBody(_In):
+    code: str = Field(min_length=1, max_length=64)
+
+
+class MePublic(BaseModel):
+    username: str
+    kind: Literal["human", "service"]
+    person: str | None
+    roles: list[str]
+    scopes: list[str]
+    via: Literal["session", "token"]
+    session_id: str | None
+
+
+class GrantCreate(_In):
+    scope: str = Field(min_length=1, max_length=400, description="MODEL:VERSION or MODEL:VERSION@LOCATION")
+    action: Literal["read", "write", "export"] = "read"
+    duration_seconds: int = Field(gt=0, le=7 * 24 * 3600)
+    reason: str = Field(min_length=1, max_length=2000)
+    service_account: str | None = Field(default=None, max_length=100)
+
+
+class ApproveBody(_In):
+    totp_code: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A fresh one-time code; approving needs a second factor within the last 5 minutes.",
+    )
+
+
+class ReasonBody(_In):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class GrantPublic(BaseModel):
+    id: str
+    state: str
+    action: str
+    requested_at: dt.datetime
+    expires_at: dt.datetime | None
+
+
+class GrantRowPublic(BaseModel):
+    id: str
+    requester: str
+    service_account: str | None
+    scope: str
+    action: str
+    state: str
+    break_glass: bool
+    approvers: list[str]
+    requested_at: dt.datetime
+    expires_at: dt.datetime | None
+    reason: str
+
+
+class DecideBody(_In):
+    principal: str = Field(min_length=1, max_length=100, description="The account asking for access.")
+    action: Literal["read", "write", "export"]
+    resource: str = Field(min_length=1, max_length=300, description="MODEL:VERSION")
+    explain: bool = False
+    device: str | None = Field(default=None, max_length=200, description="For a principal without a session.")
+    source_ip: str | None = Field(default=None, max_length=64, description="Default: the caller's address.")
+
+
+class DecisionPublic(BaseModel):
+    decision: Literal["allow", "deny"]
+    allowed: bool
+    determining_policies: list[str]
+    reasons: list[str]
+    errors: list[str]
+    break_glass: bool
+
+
+class ReviewItemPublic(BaseModel):
+    principal: str
+    kind: str
+    access: dict[str, Any]
+    decision: str | None
+    reviewer: str | None
+    reason: str | None
+    decided_at: dt.datetime | None
+
+
+class ReviewPublic(BaseModel):
+    id: str
+    started_at: dt.datetime
+    started_by: str
+    closed_at: dt.datetime | None
+    closed_by: str | None
+    items: list[ReviewItemPublic] | None = None
+
+
+class ReviewDecisionBody(_In):
+    principal: str = Field(min_length=1, max_length=100)
+    decision: Literal["keep", "revoke"]
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class FindingPublic(BaseModel):
+    id: str
+    kind: str
+    severity: str
+    state: str
+    summary: str
+    details: dict[str, Any]
+    opened_at: dt.datetime
+    last_seen_at: dt.datetime
+    resolved_at: dt.datetime | None
+    resolved_by: str | None
+    resolution: str | None
+
+
+class AssessmentCreate(_In):
+    chapter: Literal["safety-security", "transparency", "copyright", "all"] = "safety-security"
