@@ -258,7 +258,7 @@ def _open_slots(fd: int, name: str, provider: KeyProvider) -> tuple[fmt.Core, Sl
                 raise fmt.SealedIntegrityError("the unwrapped data key has the wrong length")
             payload_key, header_key = fmt.derive_keys(data_key, core)
             fmt.verify_slot(raw, core, header_key)  # step 3
-        except (IntegrityError, KeyUnavailableError) as exc:
+        except (IntegrityError, KeyUnavailableError, InputError) as exc:  # InputError: a garbled key id
             reasons.append(f"slot {index} ({slot.key_id} v{slot.key_version}): {exc.message}")
             continue
         return core, SlotInfo(index, slot), data_key, payload_key, header_key
