@@ -15,7 +15,7 @@ from gpaisec.api.routes import access, audit, compliance, registry, session
 from gpaisec.api.settings import Settings
 from gpaisec.workspace import Workspace
 
-__all__ = ["API_PREFIX", "PUBLIC_OPERATIONS", "create_app"]
+__all__ = ["API_PREFIX", "PUBLIC_OPERATIONS", "create_app", "operations"]
 
 API_PREFIX = "/api/v1"
 DOCS_URL = "/api/docs"
@@ -44,6 +44,7 @@ def create_app(workspace: Workspace, settings: Settings) -> FastAPI:
         docs_url=DOCS_URL,
         redoc_url=None,
         openapi_url=OPENAPI_URL,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.gpaisec = ApiContext(workspace=workspace, settings=settings)
     install_handlers(app)
@@ -74,16 +75,29 @@ def _document_security(app: FastAPI, ctx: ApiContext) -> None:
                     "description": f"From POST {API_PREFIX}/session; unsafe methods also need X-CSRF-Token.",
                 },
             }
-            for route in app.routes:
-                if not isinstance(route, APIRoute):
+            for method, path in operations(app):
+                if (method, path) in PUBLIC_OPERATIONS:
                     continue
-                for method in route.methods or ():
-                    if (method, route.path) in PUBLIC_OPERATIONS:
-                        continue
-                    op = schema["paths"].get(route.path, {}).get(method.lower())
-                    if op is not None:
-                        op["security"] = [{"serviceToken": []}, {"sessionCookie": []}]
+                op = schema["paths"].get(path, {}).get(method.lower())
+                if op is not None:
+                    op["security"] = [{"serviceToken": []}, {"sessionCookie": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def operations(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the app answers with an API endpoint, included routers resolved."""
+    try:  # FastAPI 0.13x keeps included routers as branches; this walks them.
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # pragma: no cover - older FastAPI copies included routes into app.routes
+        routes: list[Any] = list(app.routes)
+    else:
+        routes = list(iter_route_contexts(app.routes))
+    out: set[tuple[str, str]] = set()
+    for route in routes:
+        original = getattr(route, "original_route", route)
+        if isinstance(original, APIRoute):
+            out.update((m, str(route.path)) for m in original.methods or ())
+    return sorted(out)
