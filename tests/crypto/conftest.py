@@ -71,7 +71,17 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     old = os.environ.get("SOFTHSM2_CONF")
     os.environ["SOFTHSM2_CONF"] = str(conf)
     subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", "gpaisec-test", "--so-pin", "1234", "--pin", "5678"],
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            "gpaisec-test",
+            "--so-pin",
+            "1234",
+            "--pin",
+            "5678",
+        ],
         check=True,
         capture_output=True,
     )
@@ -87,7 +97,9 @@ def hsm_provider(softhsm: dict[str, str], monkeypatch: pytest.MonkeyPatch, audit
     from gpaisec.crypto.hsm import Pkcs11KeyProvider
 
     monkeypatch.setenv("GPAISEC_TEST_PIN", softhsm["pin"])
-    p = Pkcs11KeyProvider(softhsm["label"], secret_from_env("GPAISEC_TEST_PIN"), library=softhsm["library"], audit=audit)
+    p = Pkcs11KeyProvider(
+        softhsm["label"], secret_from_env("GPAISEC_TEST_PIN"), library=softhsm["library"], audit=audit
+    )
     yield p
     p.close()
 

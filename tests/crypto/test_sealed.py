@@ -38,7 +38,9 @@ def _unseal_bytes(path: Path, provider: LocalKeyProvider, workers: int | None = 
 def test_round_trip(tmp_path: Path, local_provider: LocalKeyProvider, size: int, workers: int) -> None:
     data = os.urandom(size)
     (tmp_path / "w.bin").write_bytes(data)
-    res = seal_file(tmp_path / "w.bin", tmp_path / "w.sealed", local_provider, "model-a", chunk_size=CS, workers=workers)
+    res = seal_file(
+        tmp_path / "w.bin", tmp_path / "w.sealed", local_provider, "model-a", chunk_size=CS, workers=workers
+    )
     sealed = (tmp_path / "w.sealed").read_bytes()
     assert sealed.startswith(b"GPAISEAL")
     assert size < 64 or data not in sealed
@@ -80,7 +82,9 @@ def test_random_access(tmp_path: Path, local_provider: LocalKeyProvider, offset:
 
 
 @pytest.fixture(scope="module")
-def sealed_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalKeyProvider, Path, bytes, Path, bytes]:
+def sealed_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[LocalKeyProvider, Path, bytes, Path, bytes]:
     d = tmp_path_factory.mktemp("tamper")
     os.environ["GPAISEC_TEST_TAMPER_PASS"] = "pw"
     p = LocalKeyProvider(d / "keys", secret_from_env("GPAISEC_TEST_TAMPER_PASS"), params=FAST_ARGON)
@@ -106,12 +110,15 @@ def _expect_rejected(provider: LocalKeyProvider, path: Path, original: bytes | N
     except IntegrityError:
         assert buf.getvalue() == b""
         return
-    assert original is not None and buf.getvalue() == original, "tampered file unsealed to other plaintext"
+    assert original is not None, "a tampered file unsealed"
+    assert buf.getvalue() == original, "a tampered file unsealed to other plaintext"
 
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
-def test_flip_any_byte(sealed_pair: tuple[LocalKeyProvider, Path, bytes, Path, bytes], data: st.DataObject) -> None:
+def test_flip_any_byte(
+    sealed_pair: tuple[LocalKeyProvider, Path, bytes, Path, bytes], data: st.DataObject
+) -> None:
     p, a, a_plain, _, _ = sealed_pair
     blob = bytearray(a.read_bytes())
     core = fmt.parse_core(bytes(blob))
@@ -153,7 +160,9 @@ def _chunks(blob: bytes) -> tuple[fmt.Core, list[bytes]]:
 
 @settings(max_examples=30, deadline=None)
 @given(i=st.integers(0, 5), j=st.integers(0, 5))
-def test_reorder_full_chunks(sealed_pair: tuple[LocalKeyProvider, Path, bytes, Path, bytes], i: int, j: int) -> None:
+def test_reorder_full_chunks(
+    sealed_pair: tuple[LocalKeyProvider, Path, bytes, Path, bytes], i: int, j: int
+) -> None:
     p, a, _, _, _ = sealed_pair
     blob = a.read_bytes()
     core, chunks = _chunks(blob)
@@ -165,7 +174,9 @@ def test_reorder_full_chunks(sealed_pair: tuple[LocalKeyProvider, Path, bytes, P
     _expect_rejected(p, t)
 
 
-def test_drop_last_chunk_and_mark_earlier_final(sealed_pair: tuple[LocalKeyProvider, Path, bytes, Path, bytes]) -> None:
+def test_drop_last_chunk_and_mark_earlier_final(
+    sealed_pair: tuple[LocalKeyProvider, Path, bytes, Path, bytes],
+) -> None:
     """Cutting at a chunk boundary (and fixing the length in the core) is still caught."""
     p, a, _, _, _ = sealed_pair
     blob = a.read_bytes()
@@ -187,7 +198,9 @@ def test_splice_between_files(sealed_pair: tuple[LocalKeyProvider, Path, bytes, 
     _expect_rejected(p, t)
     t.write_bytes(ablob[: core.payload_offset] + b"".join(achunks[:3] + bchunks[3:]))  # mixed chunks
     _expect_rejected(p, t)
-    t.write_bytes(ablob[: fmt.CORE_SIZE] + bblob[fmt.CORE_SIZE : core.payload_offset] + ablob[core.payload_offset :])
+    t.write_bytes(
+        ablob[: fmt.CORE_SIZE] + bblob[fmt.CORE_SIZE : core.payload_offset] + ablob[core.payload_offset :]
+    )
     _expect_rejected(p, t)  # B's key slots on A's core
 
 
