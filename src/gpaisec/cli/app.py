@@ -63,7 +63,7 @@ def root(
 
 
 def _register() -> None:
-    from gpaisec.cli import access, assess, audit, catalog, demo, registry, weights
+    from gpaisec.cli import access, assess, audit, catalog, demo, registry, serve, weights
 
     app.add_typer(catalog.app, name="catalog")
     app.add_typer(audit.app, name="audit")
@@ -72,6 +72,7 @@ def _register() -> None:
     registry.register(app)
     demo.register(app)
     access.register(app)
+    serve.register(app)
 
 
 _register()
