@@ -21,7 +21,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 
 from gpaisec.access import accounts
 from gpaisec.api.problems import AuthenticationError, CsrfError
@@ -41,6 +41,8 @@ __all__ = [
     "Reviewer",
     "SessionCaller",
     "Staff",
+    "Ident",
+    "QueryText",
     "acting_as",
     "csrf_token",
     "current_caller",
@@ -48,6 +50,10 @@ __all__ = [
 ]
 
 CSRF_HEADER = "X-CSRF-Token"
+# Ids in paths (gr_..., fnd_..., rev_...): letters, digits and a few marks.
+Ident = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+# Free-text filters: no control characters.
+QueryText = Annotated[str | None, Query(max_length=300, pattern=r"^[^\x00-\x1f\x7f]*$")]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

@@ -7,11 +7,13 @@ hashes, token hashes, TOTP seeds).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "NO_CONTROL",
     "ApproveBody",
     "AssessmentCreate",
     "DecisionPublic",
@@ -31,8 +33,21 @@ __all__ = [
 ]
 
 
+# Text from outside may hold no control characters but tab and newline (PostgreSQL refuses NUL, and
+# nothing we store needs the others).
+NO_CONTROL = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
 
 
 class SessionCreate(_In):

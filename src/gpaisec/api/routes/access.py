@@ -12,7 +12,7 @@ from sqlalchemy import select
 from gpaisec.access import accounts, grants, reviews
 from gpaisec.access.decide import check_access
 from gpaisec.access.models import Grant, ReviewCampaign
-from gpaisec.api.deps import CurrentCaller, Reviewer, SessionCaller
+from gpaisec.api.deps import CurrentCaller, Ident, Reviewer, SessionCaller
 from gpaisec.api.schemas import (
     ApproveBody,
     DecideBody,
@@ -74,7 +74,7 @@ def list_requests(caller: CurrentCaller, state: GrantState = None) -> list[Grant
     response_model=GrantPublic,
     summary="Approve a grant (role approver; a second factor within the last 5 minutes)",
 )
-def approve(grant_id: str, body: ApproveBody, caller: SessionCaller) -> GrantPublic:
+def approve(grant_id: Ident, body: ApproveBody, caller: SessionCaller) -> GrantPublic:
     assert caller.session_token is not None
     if body.totp_code:
         accounts.step_up(caller.workspace, caller.session_token, body.totp_code)
@@ -82,7 +82,7 @@ def approve(grant_id: str, body: ApproveBody, caller: SessionCaller) -> GrantPub
 
 
 @router.post("/requests/{grant_id}/deny", response_model=GrantPublic, summary="Turn a request down")
-def deny(grant_id: str, body: ReasonBody, caller: SessionCaller) -> GrantPublic:
+def deny(grant_id: Ident, body: ReasonBody, caller: SessionCaller) -> GrantPublic:
     assert caller.session_token is not None
     return _grant(
         grants.deny_grant(caller.workspace, grant_id, session_token=caller.session_token, reason=body.reason)
@@ -94,7 +94,7 @@ def deny(grant_id: str, body: ReasonBody, caller: SessionCaller) -> GrantPublic:
     response_model=GrantPublic,
     summary="Revoke a grant now (its requester, an approver, a reviewer or an admin)",
 )
-def revoke(grant_id: str, body: ReasonBody, caller: CurrentCaller) -> GrantPublic:
+def revoke(grant_id: Ident, body: ReasonBody, caller: CurrentCaller) -> GrantPublic:
     if not caller.roles & OVERSEERS:
         row = next((r for r in grants.list_grants(caller.workspace) if r["id"] == grant_id), None)
         if row is None:
@@ -189,7 +189,7 @@ def start_review(caller: Reviewer) -> ReviewPublic:
 
 
 @router.get("/reviews/{review_id}", response_model=ReviewPublic, summary="One review with its items")
-def get_review(review_id: str, caller: Reviewer) -> ReviewPublic:
+def get_review(review_id: Ident, caller: Reviewer) -> ReviewPublic:
     return _review(reviews.get_review(caller.workspace, review_id), items=True)
 
 
@@ -198,7 +198,7 @@ def get_review(review_id: str, caller: Reviewer) -> ReviewPublic:
     response_model=ReviewItemPublic,
     summary="Keep or revoke one principal's access",
 )
-def decide_review_item(review_id: str, body: ReviewDecisionBody, caller: Reviewer) -> ReviewItemPublic:
+def decide_review_item(review_id: Ident, body: ReviewDecisionBody, caller: Reviewer) -> ReviewItemPublic:
     i = reviews.decide_item(
         caller.workspace, review_id, body.principal, body.decision, reason=body.reason, reviewer=caller.actor
     )
@@ -214,5 +214,5 @@ def decide_review_item(review_id: str, body: ReviewDecisionBody, caller: Reviewe
 
 
 @router.post("/reviews/{review_id}/close", response_model=ReviewPublic, summary="Close a decided review")
-def close_review(review_id: str, caller: Reviewer) -> ReviewPublic:
+def close_review(review_id: Ident, caller: Reviewer) -> ReviewPublic:
     return _review(reviews.close_review(caller.workspace, review_id), items=False)

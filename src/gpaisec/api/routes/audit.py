@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
-from gpaisec.api.deps import Auditor
+from gpaisec.api.deps import Auditor, QueryText
 from gpaisec.audit import service
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -28,9 +28,9 @@ class AuditEventPublic(BaseModel):
 @router.get("/events", response_model=list[AuditEventPublic], summary="Audit events, oldest first")
 def events(
     caller: Auditor,
-    actor: Annotated[str | None, Query(max_length=200)] = None,
-    action: Annotated[str | None, Query(max_length=100, description="Exact, or a prefix with .*")] = None,
-    object: Annotated[str | None, Query(max_length=300)] = None,
+    actor: QueryText = None,
+    action: QueryText = None,
+    object: QueryText = None,
     since: dt.datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEventPublic]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 
-from gpaisec.api.deps import Admin, Staff
+from gpaisec.api.deps import Admin, Ident, QueryText, Staff
 from gpaisec.api.schemas import FindingPublic, ReasonBody
 from gpaisec.weights import registry
 from gpaisec.weights.models import Finding
@@ -38,9 +38,7 @@ def _finding(f: Finding) -> FindingPublic:
     response_model=list[dict[str, Any]],
     summary="Where every model version lives: approved copies and every other sighting",
 )
-def registry_view(
-    caller: Staff, model: Annotated[str | None, Query(max_length=200)] = None
-) -> list[dict[str, Any]]:
+def registry_view(caller: Staff, model: QueryText = None) -> list[dict[str, Any]]:
     data: list[dict[str, Any]] = jsonable_encoder(registry.registry_view(caller.workspace, model=model))
     return data
 
@@ -49,11 +47,11 @@ def registry_view(
 def list_findings(
     caller: Staff,
     open_only: bool = False,
-    kind: Annotated[str | None, Query(max_length=40)] = None,
+    kind: QueryText = None,
 ) -> list[FindingPublic]:
     return [_finding(f) for f in registry.list_findings(caller.workspace, open_only=open_only, kind=kind)]
 
 
 @router.post("/findings/{finding_id}/resolve", response_model=FindingPublic, summary="Resolve a finding")
-def resolve_finding(finding_id: str, body: ReasonBody, caller: Admin) -> FindingPublic:
+def resolve_finding(finding_id: Ident, body: ReasonBody, caller: Admin) -> FindingPublic:
     return _finding(registry.resolve_finding(caller.workspace, finding_id, reason=body.reason))
