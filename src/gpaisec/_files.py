@@ -18,7 +18,7 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_atomically(path: Path, data: bytes | str, *, what: str = "") -> None:
+def write_atomically(path: Path, data: bytes | str, *, what: str = "", mode: int | None = None) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part.
 
     Steps: 1. create a temporary file in the same directory (same file system, so the rename is
@@ -41,7 +41,7 @@ def write_atomically(path: Path, data: bytes | str, *, what: str = "") -> None:
         ) from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), _default_mode())
+            os.fchmod(fh.fileno(), _default_mode() if mode is None else mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())  # step 2

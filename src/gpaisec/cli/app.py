@@ -63,11 +63,12 @@ def root(
 
 
 def _register() -> None:
-    from gpaisec.cli import access, assess, audit, catalog, demo, registry, serve, weights
+    from gpaisec.cli import access, assess, audit, catalog, demo, keys, registry, serve, weights
 
     app.add_typer(catalog.app, name="catalog")
     app.add_typer(audit.app, name="audit")
     app.add_typer(weights.app, name="weights")
+    app.add_typer(keys.app, name="keys")
     assess.register(app)
     registry.register(app)
     demo.register(app)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,10 @@ import typer
 
 from gpaisec.audit.service import record
 from gpaisec.cli import common
-from gpaisec.errors import InputError
+from gpaisec.crypto import find_sealed, seal_directory, unseal_to
+from gpaisec.crypto.config import provider_for
+from gpaisec.crypto.memory import is_memory_backed, memory_dir
+from gpaisec.errors import ConfigError, DeniedError, InputError
 from gpaisec.integrity import (
     DEFAULT_SHARD_SIZE,
     HashParams,
@@ -170,3 +174,124 @@ def verify_cmd(
         {"signature": str(signature), "result": "verified", "manifest": data["manifest"]},
     )
     common.emit(fmt, data, lambda: common.info(f"verified: {len(manifest.files)} files match the signature"))
+
+
+@app.command("seal")
+def seal_cmd(
+    directory: Annotated[Path, typer.Argument(help="The model directory.")],
+    key: Annotated[str, typer.Option(help="The key-encryption key's label.")] = "weights-kek",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: DIR.sealed")] = None,
+    fmt: common.FormatOption = common.OutputFormat.table,
+) -> None:
+    """Seal every file: AES-256-GCM chunks, data key wrapped in the HSM/TPM; no plaintext written anywhere."""
+    ws = common.workspace()
+    out = output or directory.with_name(directory.name + ".sealed")
+    with common.stderr.status("sealing…"):
+        results = seal_directory(directory, out, provider_for(ws, key), key)
+    total = sum(r.plaintext_length for r in results)
+    data = {"output": str(out), "files": len(results), "bytes": total}
+    with ws.transaction() as s:
+        record(
+            s,
+            actor=ws.actor,
+            action="weights.seal",
+            object=f"directory:{directory.absolute()}",
+            details={"output": str(out.absolute()), "key": key, "files": len(results), "bytes": total},
+        )
+    common.emit(fmt, data, lambda: common.info(f"sealed {len(results)} files ({total:,} bytes) into {out}"))
+
+
+@app.command("unseal")
+def unseal_cmd(
+    sealed: Annotated[Path, typer.Argument(help="A directory of sealed files.")],
+    into: Annotated[Path, typer.Option(help="A directory on tmpfs, e.g. /dev/shm/eval-42.")],
+    key: Annotated[str, typer.Option(help="The key-encryption key's label.")] = "weights-kek",
+    unsafe_persistent: Annotated[
+        bool, typer.Option("--unsafe-persistent", help="UNSAFE: allow a disk file system (audited).")
+    ] = False,
+) -> None:
+    """Unseal into memory-backed storage only; a disk file system is refused unless --unsafe-persistent."""
+    ws = common.workspace()
+    if not is_memory_backed(into.parent if not into.exists() else into):
+        if not unsafe_persistent:
+            raise ConfigError(
+                f"{into} is not on a memory-backed file system; refusing to write plaintext weights to disk",
+                hint="unseal under /dev/shm, or use `gpaisec weights open` which needs no directory at all",
+            )
+        common.stderr.print(f"[bold red]UNSAFE[/] unsealing to persistent storage at {into}")
+    provider = provider_for(ws, key)
+    into.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files = list(find_sealed(sealed))
+    with ws.transaction() as s:
+        record(
+            s,
+            actor=ws.actor,
+            action="weights.unseal",
+            object=f"directory:{sealed.absolute()}",
+            details={
+                "into": str(into.absolute()),
+                "files": len(files),
+                "unsafe_persistent": unsafe_persistent,
+            },
+        )
+    for path in files:
+        rel = path.relative_to(sealed) if path != sealed else Path(path.name)
+        target = into / str(rel).removesuffix(".sealed")
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            unseal_to(path, fd, provider)
+        except BaseException:
+            os.close(fd)
+            target.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+    common.info(f"unsealed {len(files)} files into {into}")
+
+
+@app.command("open", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def open_cmd(
+    ctx: typer.Context,
+    sealed: Annotated[Path, typer.Argument(help="A directory of sealed files.")],
+    version: Annotated[str, typer.Option(help="MODEL:VERSION the files are, for the access decision.")],
+    key: Annotated[str, typer.Option(help="The key-encryption key's label.")] = "weights-kek",
+) -> None:
+    """After a policy allow, unseal into memory, run the command after `--` ({dir} is the directory), wipe.
+
+    Example: gpaisec weights open atlas-v3.sealed --version atlas:v3 -- python serve.py {dir}
+    """
+    from gpaisec.access.decide import check_access
+    from gpaisec.cli.access import _session
+
+    command = list(ctx.args)
+    if not command:
+        raise InputError("give the command to run after `--`", hint="e.g. -- python serve.py {dir}")
+    ws = common.workspace()
+    username, token = _session()
+    decision = check_access(ws, username, "read", version, session=token)
+    if not decision.allowed:
+        raise DeniedError(
+            f"{username} may not read {version}: {'; '.join(decision.reasons) or 'no policy permits it'}",
+            hint="request a grant with `gpaisec access request`",
+        )
+    provider = provider_for(ws, key)
+    # A private 0700 directory on tmpfs (memory_dir checks the file system and wipes it on exit).
+    with memory_dir(sealed, provider, base="/dev/shm") as md:  # noqa: S108
+        assert md.root is not None
+        argv = [a.replace("{dir}", str(md.root)) for a in command]
+        with ws.transaction() as s:
+            record(
+                s,
+                actor=f"user:{username}",
+                action="weights.open",
+                object=f"version:{version}",
+                details={
+                    "sealed": str(sealed.absolute()),
+                    "files": len(md.files),
+                    "locked": md.locked,
+                    "command": argv[0],
+                    "policies": list(decision.determining_policies),
+                },
+            )
+        rc = subprocess.run(argv, check=False).returncode  # noqa: S603 - the user's own command, no shell
+    raise typer.Exit(rc)
