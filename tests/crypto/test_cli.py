@@ -122,3 +122,50 @@ def test_open_needs_an_allow_and_leaves_nothing_behind(
     got = json.loads(seen.read_text())
     assert got["files"] == sorted(p.name for p in (tmp_path / "atlas-v3").iterdir())
     assert not Path(got["dir"]).exists()  # wiped when the command exited
+
+
+def test_checks_for_4_2_3_and_4_2_4(
+    sealed: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gpaisec.compliance import assessment
+    from gpaisec.compliance.verdicts import Verdict
+    from gpaisec.weights import registry
+
+    home, out_dir = sealed
+    ws = Workspace.open(home)
+    try:
+        registry.add_model(ws, "atlas")
+        with ws.transaction() as s:
+            registry.create_version(s, ws, "atlas", "v3")
+        registry.add_device(ws, "gpu-1", managed=True)  # no disk encryption
+        registry.add_location(ws, "gpu-1:/srv/atlas", approve=["atlas:v3"])
+        got = {r.item_id: r for r in assessment.assess(ws).results}
+        assert got["A4.2(3)"].verdict is Verdict.not_met
+        assert any("gpu-1:/srv/atlas" in r and "plaintext" in r for r in got["A4.2(3)"].reasons)
+        assert any("local key file" in r for r in got["A4.2(3)"].reasons)
+        registry.add_location(ws, "gpu-1:/srv/sealed", storage="sealed", approve=["atlas:v3"])
+        registry.revoke_location(ws, "gpu-1:/srv/atlas", "atlas:v3")
+        got = {r.item_id: r for r in assessment.assess(ws).results}
+        assert got["A4.2(3)"].verdict is Verdict.partly_met  # sealed, but the KEK is only a local key file
+        assert got["A4.2(4)"].verdict is Verdict.no_evidence
+    finally:
+        ws.close()
+    rc, _, err = run(
+        capsys,
+        "-w",
+        home,
+        "weights",
+        "unseal",
+        str(out_dir),
+        "--into",
+        str(tmp_path / "disk"),
+        "--unsafe-persistent",
+    )
+    assert rc == 0, err
+    ws = Workspace.open(home)
+    try:
+        got = {r.item_id: r for r in assessment.assess(ws).results}
+        assert got["A4.2(4)"].verdict is Verdict.not_met
+        assert any("Unsafe" in r for r in got["A4.2(4)"].reasons)
+    finally:
+        ws.close()
