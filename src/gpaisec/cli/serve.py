@@ -97,6 +97,7 @@ def serve(
     dev: Annotated[
         bool, typer.Option("--dev", help="Development: cookies without Secure (loopback only).")
     ] = False,
+    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log).")] = True,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /api/docs). TLS is required off loopback."""
     import uvicorn
@@ -130,6 +131,7 @@ def serve(
         forwarded_allow_ips=trusted_proxy if behind_proxy else None,
         server_header=False,
         log_level="info",
+        access_log=access_log,
     )
     uvicorn.Server(config).run()
 
