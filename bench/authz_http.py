@@ -193,14 +193,15 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def load_wrk(url: str, token: str, *, seconds: float, concurrency: int, workdir: Path) -> dict[str, Any]:
+def load_wrk(
+    url: str, token: str, *, seconds: float, concurrency: int, workdir: Path, decide: bool = True
+) -> dict[str, Any]:
     """The same decisions from wrk (a C load generator): no client-side GIL in the figures."""
     body = json.dumps({"principal": "pep", "action": "read", "resource": "atlas:v3", "device": "gateway-1"})
     script = workdir / "decide.lua"
+    request = f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n' if decide else 'wrk.method = "GET"\n'
     script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(body)}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        request + 'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = "Bearer {token}"\n'
         "done = function(summary, latency, requests)\n"
         '  io.write(string.format("STATUS non2xx=%d errors=%d\\n", summary.errors.status,'
@@ -276,14 +277,24 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if args.baseline:
                 me = f"http://127.0.0.1:{port}/api/v1/me"
-                base = load(
-                    me,
-                    token,
-                    requests=args.requests,
-                    seconds=args.seconds,
-                    concurrency=args.concurrency,
-                    decide=False,
-                )
+                if args.tool == "wrk":
+                    base = load_wrk(
+                        me,
+                        token,
+                        seconds=args.seconds,
+                        concurrency=args.concurrency,
+                        workdir=Path(tmp),
+                        decide=False,
+                    )
+                else:
+                    base = load(
+                        me,
+                        token,
+                        requests=args.requests,
+                        seconds=args.seconds,
+                        concurrency=args.concurrency,
+                        decide=False,
+                    )
                 result["baseline_get_me"] = {
                     k: base[k] for k in ("decisions", "decisions_per_second", "latency_ms", "statuses")
                 }
