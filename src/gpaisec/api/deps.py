@@ -16,6 +16,7 @@ Any failure of steps 1-2 is a 401 with the same shape; the caller learns nothing
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -168,17 +169,7 @@ def current_caller(request: Request, ctx: Context) -> Caller:
 
 
 def _with_workspace(caller: Caller) -> Caller:
-    return Caller(
-        username=caller.username,
-        kind=caller.kind,
-        roles=caller.roles,
-        scopes=caller.scopes,
-        via=caller.via,
-        workspace=acting_as(caller.workspace, caller.actor),
-        session_token=caller.session_token,
-        session_id=caller.session_id,
-        person=caller.person,
-    )
+    return dataclasses.replace(caller, workspace=acting_as(caller.workspace, caller.actor))
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
