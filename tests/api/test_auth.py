@@ -156,3 +156,10 @@ def test_brute_force_sign_in_is_throttled(client: TestClient, world: World) -> N
     unknown = [_attempt(client, "mallory", f"guess number {i}")[0] for i in range(8)]
     assert unknown[:5] == [401] * 5
     assert 429 in unknown[5:]
+
+
+def test_password_spraying_from_one_source_is_throttled(client: TestClient, world: World) -> None:
+    # A different name each time: only the per-source counter can stop it (20 free failures).
+    statuses = [_attempt(client, f"user{i}", "Winter2026!")[0] for i in range(23)]
+    assert statuses[:20] == [401] * 20
+    assert 429 in statuses[20:]
