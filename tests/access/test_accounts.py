@@ -179,3 +179,10 @@ def test_service_tokens_are_hashed_at_rest_and_expire(workspace: Workspace) -> N
     with pytest.raises(DeniedError):
         accounts.authenticate_token(workspace, token)
     assert token not in str([e.entry for e in audit(workspace)])
+
+
+@pytest.mark.parametrize("name", ["ali\x00ce", "a\nb", "x" * 500, ""])
+def test_impossible_user_names_are_unknown_users(workspace: Workspace, name: str) -> None:
+    add_device(workspace, "laptop-z")
+    with pytest.raises(WrongPasswordError):  # the same answer as for any unknown user
+        accounts.authenticate(workspace, name, PASSWORD, "000000", "laptop-z")

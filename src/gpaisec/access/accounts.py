@@ -623,10 +623,16 @@ def authenticate(
     # Step 1: throttle, before any password work.
     gate.check(username, source)
 
+    # A name no account can have (control characters, NUL, absurd length) is an unknown account: it never
+    # reaches the database (PostgreSQL rejects NUL with an error) and costs the same dummy work.
+    plausible = 0 < len(username) <= 200 and not any(ord(c) < 32 or ord(c) == 127 for c in username)
+
     def sign_in(s: DBSession) -> Login:
-        account = s.scalars(
-            select(Account).where(Account.username == username, Account.kind == "human")
-        ).first()
+        account = (
+            s.scalars(select(Account).where(Account.username == username, Account.kind == "human")).first()
+            if plausible
+            else None
+        )
         obj = (
             f"account:{account.username}" if account is not None else "account:?"
         )  # never echo what was typed
