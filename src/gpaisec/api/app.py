@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from gpaisec import __version__
+from gpaisec import __version__, web
 from gpaisec.api.deps import ApiContext
 from gpaisec.api.middleware import GuardMiddleware
 from gpaisec.api.problems import install_handlers
-from gpaisec.api.routes import access, audit, compliance, registry, session
+from gpaisec.api.routes import access, audit, compliance, registry, session, weights
 from gpaisec.api.settings import Settings
 from gpaisec.workspace import Workspace
 
@@ -48,8 +48,16 @@ def create_app(workspace: Workspace, settings: Settings) -> FastAPI:
     )
     app.state.gpaisec = ApiContext(workspace=workspace, settings=settings)
     install_handlers(app)
-    for router in (session.router, access.router, registry.router, compliance.router, audit.router):
+    for router in (
+        session.router,
+        access.router,
+        registry.router,
+        compliance.router,
+        audit.router,
+        weights.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
+    web.mount(app)
     app.add_middleware(
         GuardMiddleware,
         max_request_bytes=settings.max_request_bytes,
