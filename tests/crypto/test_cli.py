@@ -169,3 +169,23 @@ def test_checks_for_4_2_3_and_4_2_4(
         assert any("Unsafe" in r for r in got["A4.2(4)"].reasons)
     finally:
         ws.close()
+
+
+def test_serve_config_is_audited_and_refuses_missing_limits(
+    sealed: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home, out_dir = sealed
+    base = ["-w", home, "weights", "serve-config", "atlas:v3", "--sealed-dir", str(out_dir)]
+    rc, _, err = run(capsys, *base, "--bytes-per-second", "0", "--max-bytes-per-grant", "100")
+    assert rc == 2, err
+    rc, out, err = run(
+        capsys, *base, "--bytes-per-second", "1000000", "--max-bytes-per-grant", "5000000", "-f", "json"
+    )
+    assert rc == 0, err
+    assert json.loads(out)["max_bytes_per_grant"] == 5000000
+    assert (Path(home) / "serving.json").stat().st_mode & 0o077 == 0
+    ws = Workspace.open(home)
+    with ws.reader() as s:
+        actions = [e.action for e in s.scalars(select(AuditEntry).order_by(AuditEntry.seq))]
+    ws.close()
+    assert actions.count("serving.configure") == 1

@@ -295,3 +295,34 @@ def open_cmd(
             )
         rc = subprocess.run(argv, check=False).returncode  # noqa: S603 - the user's own command, no shell
     raise typer.Exit(rc)
+
+
+@app.command("serve-config")
+def serve_config_cmd(
+    version: Annotated[str, typer.Argument(help="MODEL:VERSION to serve over the API.")],
+    sealed_dir: Annotated[Path, typer.Option(help="The directory of its sealed files on this server.")],
+    bytes_per_second: Annotated[int, typer.Option(help="Output rate limit per principal and per grant.")],
+    max_bytes_per_grant: Annotated[int, typer.Option(help="Total bytes one grant may read.")],
+    key: Annotated[str, typer.Option(help="The key-encryption key's label.")] = "weights-kek",
+    fmt: common.FormatOption = common.OutputFormat.table,
+) -> None:
+    """Serve a version's sealed files at GET /api/v1/weights/..., within these limits (audited)."""
+    from gpaisec.crypto.serving import configure_serving
+
+    served = configure_serving(
+        common.workspace(),
+        version,
+        sealed_dir=sealed_dir,
+        key=key,
+        bytes_per_second=bytes_per_second,
+        max_bytes_per_grant=max_bytes_per_grant,
+    )
+    data = {
+        "version": served.ref,
+        "sealed_dir": str(served.sealed_dir),
+        "bytes_per_second": served.bytes_per_second,
+        "max_bytes_per_grant": served.max_bytes_per_grant,
+    }
+    common.emit(
+        fmt, data, lambda: common.info(f"{served.ref} is served from {served.sealed_dir} within its limits")
+    )
