@@ -11,7 +11,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gpaisec.store.base import Base, UTCDateTime
@@ -29,6 +41,8 @@ __all__ = [
     "ServiceToken",
     "Session",
     "TotpCredential",
+    "WebAuthnChallenge",
+    "WebAuthnCredential",
 ]
 
 
@@ -220,3 +234,37 @@ class ReviewItem(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     campaign: Mapped[ReviewCampaign] = relationship(back_populates="items")
+
+
+class WebAuthnCredential(Base):
+    """A WebAuthn/passkey public key of an account (see :mod:`gpaisec.access.webauthn`).
+
+    ``sign_count`` is the authenticator's signature counter as last accepted; a counter that does not
+    increase suggests a cloned authenticator. Only public material is stored.
+    """
+
+    __tablename__ = "webauthn_credentials"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary(1023), unique=True)  # at most 1023 bytes
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # COSE_Key
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)  # unsigned 32-bit on the wire
+    transports: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WebAuthnChallenge(Base):
+    """The pending challenge of one ceremony (``register`` or ``authenticate``) of an account.
+
+    One per account and purpose: a new ceremony replaces it, finishing one deletes it (used or not).
+    """
+
+    __tablename__ = "webauthn_challenges"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(12), primary_key=True)  # register | authenticate
+    challenge: Mapped[bytes] = mapped_column(LargeBinary(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
