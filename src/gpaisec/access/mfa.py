@@ -18,8 +18,8 @@ space is infeasible, so a slow hash adds nothing); each works once.
 
 The TOTP seed is stored in the database as it is, because the verifier needs it; protecting the
 database (or sealing the seed under a workspace key) is the remaining defence. WebAuthn/passkeys
-(phishing-resistant, the better factor) are not implemented yet: see the module
-``gpaisec.access`` notes and the report of this change.
+(phishing-resistant, the better factor) are registered and verified by :mod:`gpaisec.access.webauthn`,
+but sign-in (:func:`verify_second_factor`) does not offer them yet.
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ def mfa_enroll(
 ) -> None:
     """Enrol a second factor; prints the otpauth URI (holds the seed: show it only to the user).
 
-    Confirm with `gpaisec users mfa confirm NAME`. WebAuthn/passkeys are not supported yet.
+    Confirm with `gpaisec users mfa confirm NAME`. WebAuthn/passkeys cannot be used to sign in yet.
     """
     if not totp:
         raise InputError("choose a factor", hint="only --totp is supported for now")
