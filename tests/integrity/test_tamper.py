@@ -160,7 +160,9 @@ def test_any_flipped_byte_of_the_signature_file_is_refused(
         sign(root, keys["private"], sig)
         original = sig.read_bytes()
         raw = bytearray(original)
-        i = data.draw(st.integers(0, len(raw) - 1))
+        # ECDSA signatures vary in length from one signing to the next: draw a position that does not
+        # depend on it, or hypothesis sees a different strategy when it replays the example.
+        i = data.draw(st.integers(0, 1 << 20)) % len(raw)
         raw[i] ^= data.draw(st.integers(1, 255))
         sig.write_bytes(bytes(raw))
         try:
