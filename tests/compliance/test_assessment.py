@@ -161,3 +161,6 @@ def test_exports(workspace: Workspace) -> None:
     html = render_text(report, "html")
     assert "<script>" not in html  # statements are escaped; the report carries no script at all
     assert all(f'id="{r.item_id}"' in html for r in report.results)
+    from gpaisec.catalog import load_catalog
+
+    assert f"<h2>A4.2 {load_catalog().group('A4.2').title}</h2>" in html  # sections carry their titles

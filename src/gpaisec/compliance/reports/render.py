@@ -11,10 +11,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from gpaisec import __version__
 from gpaisec._files import write_atomically
-from gpaisec.catalog import to_oscal_id
+from gpaisec.catalog import load_catalog, to_oscal_id
 from gpaisec.compliance.assessment import Report
 from gpaisec.compliance.verdicts import Verdict
-from gpaisec.errors import InputError
+from gpaisec.errors import GpaisecError, InputError
 
 FORMATS = ("table", "json", "html", "oscal")
 OSCAL_VERSION = "1.1.2"
@@ -125,11 +125,19 @@ def to_html(report: Report) -> str:
     groups: dict[str, list[Any]] = {}
     for r in report.results:
         groups.setdefault(r.parent, []).append(r)
+    catalog = load_catalog()
+    titles = {}
+    for parent in groups:
+        try:
+            titles[parent] = f"{parent} {catalog.group(parent).title}"
+        except GpaisecError:
+            titles[parent] = parent
     return env.get_template("report.html").render(
         report=report,
         groups=groups,
         colours={v.value: c for v, c in VERDICT_COLOURS.items()},
         verdicts=list(Verdict),
+        titles=titles,
         version=__version__,
     )
 
