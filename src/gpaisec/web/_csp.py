@@ -9,6 +9,7 @@ middleware stack and, for the dashboard's own paths only, replaces that one head
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -24,20 +25,28 @@ PAGE_CSP = (
 STATIC_PREFIX = "/static/"
 
 
+def _pattern(paths: frozenset[str]) -> re.Pattern[str]:
+    """One regex for the route paths; a ``{name}`` segment matches one non-empty path segment."""
+    parts = [re.sub(r"\\\{[A-Za-z_][A-Za-z0-9_]*\\\}", "[^/]+", re.escape(p)) for p in sorted(paths)]
+    return re.compile("(?:" + "|".join(parts) + ")")
+
+
 def is_page_path(path: str, pages: frozenset[str]) -> bool:
     """True for the dashboard's routes and stylesheet; the API, its docs and unknown paths are not."""
     if path.startswith(STATIC_PREFIX):
         return True
-    return path in pages
+    return _pattern(pages).fullmatch(path) is not None
 
 
 class PageCsp:
     def __init__(self, app: ASGIApp, pages: frozenset[str]) -> None:
         self.app = app
         self.pages = pages
+        self.pattern = _pattern(pages)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_page_path(str(scope.get("path", "")), self.pages):
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or not (path.startswith(STATIC_PREFIX) or self.pattern.fullmatch(path)):
             await self.app(scope, receive, send)
             return
 
@@ -49,11 +58,8 @@ class PageCsp:
         await self.app(scope, receive, send_page)
 
 
-def install_page_csp(app: FastAPI) -> None:
+def install_page_csp(app: FastAPI, pages: frozenset[str]) -> None:
     """Wrap ``app``'s middleware stack (built on its first request) so that pages get :data:`PAGE_CSP`."""
-    from gpaisec.web._pages import PAGE_ROUTES
-
-    pages = frozenset(path for path, _ in PAGE_ROUTES)
     build: Callable[[], ASGIApp] = app.build_middleware_stack
 
     def build_with_page_csp() -> ASGIApp:
