@@ -118,7 +118,7 @@ async def guard(request: Request, roles: frozenset[str] | None) -> tuple[Caller,
     return caller, form
 
 
-def page(roles: frozenset[str]) -> Callable[[Callable[..., Awaitable[Response]]], Endpoint]:
+def page(roles: frozenset[str] | None) -> Callable[[Callable[..., Awaitable[Response]]], Endpoint]:
     def wrap(handler: Callable[..., Awaitable[Response]]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
