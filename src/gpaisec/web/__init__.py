@@ -14,13 +14,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from gpaisec.web import _access_pages, _pages, _signin
+from gpaisec.web import _access_pages, _measures, _pages, _signin
 from gpaisec.web._common import Route
 from gpaisec.web._csp import PAGE_CSP, install_page_csp
 
 __all__ = ["PAGE_CSP", "PAGE_ROUTES", "mount"]
 
-_ALL: tuple[Route, ...] = (*_signin.ROUTES, *_pages.ROUTES, *_access_pages.ROUTES)
+_ALL: tuple[Route, ...] = (*_signin.ROUTES, *_pages.ROUTES, *_measures.ROUTES, *_access_pages.ROUTES)
 PAGE_ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = tuple((path, methods) for path, methods, _ in _ALL)
 
 
