@@ -1,9 +1,24 @@
 """Registering a version's weights: the manifest that identifies them and the fingerprints that
-let discovery recognise copies without hashing whole files."""
+let discovery recognise copies without hashing whole files.
+
+What each file's record keeps, and why (no schema change: all of it is in the ``fingerprint`` JSON
+of :class:`~gpaisec.weights.models.ArtifactFile`, beside the manifest's own ``digest`` column):
+
+* the manifest's digest, ``algorithm:hex`` -- the algorithm the manifest was hashed with, of the
+  whole file (method ``files``) or of each shard, comma-separated (method ``shards``);
+* plain BLAKE3 of the whole file (:attr:`FileDigests.digest`), whatever the manifest used;
+* plain SHA-256 of the whole file (:attr:`FileDigests.sha256`), taken from the manifest when it is
+  exactly that (SHA-256, method ``files``) and otherwise computed in the same read as BLAKE3.
+
+A gpaisec sealed file's header records BLAKE3 or SHA-256 of its whole plaintext, so with both kept
+a sealed copy of any registered file is recognised from its header alone.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +29,7 @@ from gpaisec.audit.service import record
 from gpaisec.errors import InputError
 from gpaisec.integrity import HashParams, Manifest, ProgressCallback, hash_directory
 from gpaisec.store.base import new_id, utcnow
-from gpaisec.weights.fingerprint import digest_file
+from gpaisec.weights.fingerprint import Digest, FileDigests, digest_file
 from gpaisec.weights.formats import Format, sniff
 from gpaisec.weights.matching import MatchIndex, RegisteredArtifact, RegisteredFile
 from gpaisec.weights.models import Artifact, ArtifactFile, ModelVersion
@@ -22,6 +37,16 @@ from gpaisec.weights.registry import create_version
 from gpaisec.workspace import Workspace
 
 __all__ = ["load_match_index", "register_version"]
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _manifest_sha256(manifest: Manifest, rel: str) -> Digest | None:
+    """The whole file's SHA-256 if that is what the manifest recorded for it, else None."""
+    resources = manifest.files[rel]
+    if manifest.params.algorithm != "sha256" or manifest.params.method != "files" or len(resources) != 1:
+        return None
+    return Digest(resources[0].digest)
 
 
 def _fingerprints(source: Path, manifest: Manifest) -> list[ArtifactFile]:
@@ -32,7 +57,11 @@ def _fingerprints(source: Path, manifest: Manifest) -> list[ArtifactFile]:
         fmt = sniff(str(path))
         fingerprint: dict[str, Any] | None = None
         if fmt is not Format.UNKNOWN:
-            fingerprint = digest_file(str(path)).to_json()
+            known = _manifest_sha256(manifest, rel)
+            digests = digest_file(str(path), sha256=known is None)
+            if known is not None:
+                digests = dataclasses.replace(digests, sha256=known)
+            fingerprint = digests.to_json()
         resources = manifest.files[rel]
         digest = resources[0].digest if len(resources) == 1 else ",".join(r.digest for r in resources)
         files.append(
@@ -116,9 +145,11 @@ def _manifest_json(manifest: Manifest) -> dict[str, Any]:
 
 
 def load_match_index(s: Session) -> tuple[MatchIndex, dict[str, ModelVersion]]:
-    """The discovery index over every registered artifact, and the versions by ``model:version``."""
-    from gpaisec.weights.fingerprint import FileDigests
+    """The discovery index over every registered artifact, and the versions by ``model:version``.
 
+    A file registered before its SHA-256 was kept gets it from the manifest when the manifest holds
+    exactly that (see the module docs); otherwise only a BLAKE3-sealed copy of it can be recognised.
+    """
     artifacts = list(
         s.scalars(
             select(Artifact).options(
@@ -132,7 +163,7 @@ def load_match_index(s: Session) -> tuple[MatchIndex, dict[str, ModelVersion]]:
     for a in artifacts:
         versions[a.version.ref] = a.version
         files = tuple(
-            RegisteredFile(path=f.path, digests=FileDigests.from_json(f.fingerprint))
+            RegisteredFile(path=f.path, digests=_with_sha256(FileDigests.from_json(f.fingerprint), f.digest))
             for f in a.files
             if f.fingerprint is not None
         )
@@ -142,3 +173,10 @@ def load_match_index(s: Session) -> tuple[MatchIndex, dict[str, ModelVersion]]:
             )
         )
     return MatchIndex(registered), versions
+
+
+def _with_sha256(digests: FileDigests, manifest_digest: str) -> FileDigests:
+    algorithm, _sep, value = manifest_digest.partition(":")
+    if digests.sha256 is not None or algorithm != "sha256" or not _HEX64.fullmatch(value):
+        return digests
+    return dataclasses.replace(digests, sha256=Digest(value))

@@ -8,6 +8,14 @@
    scanned roots as scanned, and open a finding -- audited and alerted -- for each copy of an
    unreleased version that is on an unmanaged or unknown device, outside any registered location, or
    at a location not approved for that version.
+
+Sealed copies (gpaisec's encrypted format, recognised by their bytes and matched by the plaintext
+digest and length in their header, never decrypted) are judged like plaintext copies: at a location
+approved for the version they are no finding; anywhere else they open the same finding, which says
+the copy is sealed, one severity step lower (critical -> high, high -> medium). The ciphertext
+reveals nothing without the data key, which only the key provider can unwrap, so the copy is not
+yet a leak of the parameters; but it is a copy outside the registry's control, one stolen or
+misused key away from being one, so it is still recorded, audited and (at high) alerted.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -77,6 +85,10 @@ def _location_for(path: str, locations: list[Location]) -> Location | None:
     return best
 
 
+_LOWER: Final = {"critical": "high", "high": "medium", "medium": "low", "low": "low"}
+"""The severity of a finding about a sealed copy, from the plaintext copy's (see module docs)."""
+
+
 def _assess_copy(
     s: Session,
     ws: Workspace,
@@ -93,24 +105,25 @@ def _assess_copy(
     ref = version.ref
     where = f"{device.name if device else host}:{m.path}"
     problems: list[tuple[str, str, str]] = []
+    what = "sealed copy" if m.sealed else "copy"
     if device is None:
         problems.append(
             (
                 "unmanaged_device_copy",
                 "critical",
-                f"copy of unreleased {ref} on unregistered device {host} at {m.path}",
+                f"{what} of unreleased {ref} on unregistered device {host} at {m.path}",
             )
         )
     elif not device.managed:
         problems.append(
-            ("unmanaged_device_copy", "critical", f"copy of unreleased {ref} on unmanaged device {where}")
+            ("unmanaged_device_copy", "critical", f"{what} of unreleased {ref} on unmanaged device {where}")
         )
     if device is not None and loc is None:
         problems.append(
             (
                 "unregistered_location",
                 "critical",
-                f"copy of unreleased {ref} outside any registered location: {where}",
+                f"{what} of unreleased {ref} outside any registered location: {where}",
             )
         )
     elif loc is not None and not any(a.version_id == version.id for a in loc.approvals):
@@ -118,11 +131,21 @@ def _assess_copy(
             (
                 "unauthorised_copy",
                 "high",
-                f"copy of unreleased {ref} at {loc.label}, which is not approved for it ({m.path})",
+                f"{what} of unreleased {ref} at {loc.label}, which is not approved for it ({m.path})",
             )
         )
+    if m.sealed:
+        problems = [(kind, _LOWER[severity], summary) for kind, severity, summary in problems]
     new = []
     for kind, severity, summary in problems:
+        details: dict[str, Any] = {
+            "path": m.path,
+            "version": ref,
+            "match": m.kind.value,
+            "evidence": m.evidence.value,
+        }
+        if m.sealed:
+            details["sealed"] = True
         finding, is_new = open_finding(
             s,
             ws,
@@ -130,7 +153,7 @@ def _assess_copy(
             severity=severity,
             summary=summary,
             dedupe_key=f"{kind}|{device.id if device else 'host:' + host}|{m.path}|{version.id}",
-            details={"path": m.path, "version": ref, "match": m.kind.value, "evidence": m.evidence.value},
+            details=details,
             version_id=version.id,
             device_id=device.id if device else None,
             location_id=loc.id if loc else None,
@@ -164,7 +187,7 @@ def discover(
     with ws.reader() as s:
         index, versions = load_match_index(s)
     reports: list[ScanReport] = [
-        scan(root, index, confirm=confirm, on_candidate=on_candidate) for root in abs_roots
+        scan(root, index, confirm=confirm, workers=workers, on_candidate=on_candidate) for root in abs_roots
     ]
     host = socket.gethostname()
     with ws.transaction() as s:
@@ -214,7 +237,7 @@ def discover(
                 location_id=loc.id if loc else None,
                 path=m.path,
                 size=m.candidate_bytes,
-                format="",
+                format=m.format.value if m.format is not None else "",
                 version_id=version.id,
                 match=m.kind.value,
                 coverage=m.candidate_fraction,

@@ -39,9 +39,11 @@ difference raises :class:`~gpaisec.weights.formats.FileChangedError`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import struct
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,12 +58,14 @@ from gpaisec.weights.formats import (
     FileChangedError,
     Format,
     SafetensorsHeader,
+    SealedHeader,
     UnreadableFileError,
     _FdSource,
     _open_regular,
     _read_header,
     _sniff_source,
     display_path,
+    parse_sealed_header,
 )
 
 __all__ = [
@@ -263,7 +267,8 @@ class FileFingerprint:
     """The cheap fingerprint of a weight file (see the module docs for how each digest is made).
 
     ``tensors`` is empty unless the format is safetensors; ``anomalies`` lists the tolerated
-    header oddities (:class:`~gpaisec.weights.formats.SafetensorsProblem` values).
+    header oddities (:class:`~gpaisec.weights.formats.SafetensorsProblem` values). ``sealed`` is
+    the checked header of a gpaisec sealed file (its plaintext's length and digest), else None.
     """
 
     scheme: SamplingScheme
@@ -273,6 +278,7 @@ class FileFingerprint:
     sample_digest: Digest
     tensors: tuple[TensorSample, ...] = ()
     anomalies: tuple[str, ...] = ()
+    sealed: SealedHeader | None = None
 
     @property
     def key(self) -> FileKey:
@@ -291,7 +297,7 @@ class FileFingerprint:
             "sample_digest": self.sample_digest,
             "tensors": [t.to_json() for t in self.tensors],
             "anomalies": list(self.anomalies),
-        }
+        } | ({"sealed": self.sealed.to_json()} if self.sealed is not None else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FileFingerprint:
@@ -311,7 +317,21 @@ class FileFingerprint:
             sample_digest=_get_digest(data, "sample_digest"),
             tensors=tuple(TensorSample.from_json(t) for t in _get(data, "tensors", list)),
             anomalies=tuple(anomalies),
+            sealed=_sealed_from_json(data["sealed"]) if data.get("sealed") is not None else None,
         )
+
+
+def _sealed_from_json(data: Mapping[str, Any]) -> SealedHeader:
+    algorithm = _get(data, "digest_algorithm", str)
+    if algorithm not in ("blake3", "sha256"):
+        raise _bad(f"unknown sealed digest algorithm {algorithm!r}")
+    return SealedHeader(
+        digest_algorithm=algorithm,
+        plaintext_digest=_get_digest(data, "plaintext_digest"),
+        plaintext_length=_get_count(data, "plaintext_length"),
+        chunk_size=_get_count(data, "chunk_size"),
+        sealed_size=_get_count(data, "sealed_size"),
+    )
 
 
 @dataclass(frozen=True)
@@ -365,11 +385,14 @@ class FileDigests:
 
     ``digest`` is None only when it was deliberately not computed (``whole_file=False``, used to
     confirm a tensor copy, where the file as a whole is not expected to match anything).
+    ``sha256`` is plain SHA-256 of the whole file when asked for (registration asks, so that a
+    sealed copy whose header records SHA-256 of its plaintext can be matched); else None.
     """
 
     fingerprint: FileFingerprint
     digest: Digest | None
     tensors: tuple[TensorDigest, ...] = ()
+    sha256: Digest | None = None
 
     def __post_init__(self) -> None:
         if len(self.tensors) != len(self.fingerprint.tensors):
@@ -384,7 +407,7 @@ class FileDigests:
             "fingerprint": self.fingerprint.to_json(),
             "digest": self.digest,
             "tensors": [t.to_json() for t in self.tensors],
-        }
+        } | ({"sha256": self.sha256} if self.sha256 is not None else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FileDigests:
@@ -394,7 +417,8 @@ class FileDigests:
             if sampled.key != full.key or sampled.nbytes != full.nbytes:
                 raise _bad("a tensor digest disagrees with the fingerprint's tensor sample")
         digest = None if data.get("digest", "") is None else _get_digest(data, "digest")
-        return cls(fingerprint=fingerprint, digest=digest, tensors=tensors)
+        sha256 = _get_digest(data, "sha256") if data.get("sha256") is not None else None
+        return cls(fingerprint=fingerprint, digest=digest, tensors=tensors, sha256=sha256)
 
 
 @dataclass(frozen=True)
@@ -455,11 +479,14 @@ def _sample(src: _FdSource, scheme: SamplingScheme, *, keep_tensor_samples: bool
     head = src.read_at(0, HEAD_BYTES)
     file_format = _sniff_source(src, head)
     header: SafetensorsHeader | None = None
+    sealed: SealedHeader | None = None
     anomalies: tuple[str, ...] = ()
     tensors: list[TensorSample] = []
     kept: list[bytes] = []
     header_digest: Digest | None = None
-    if file_format is Format.SAFETENSORS:
+    if file_format is Format.SEALED:
+        sealed = parse_sealed_header(head, src.size, source=src.name)
+    elif file_format is Format.SAFETENSORS:
         header, raw = _read_header(src)
         header_digest = Digest(blake3(raw).hexdigest())
         anomalies = tuple(a.value for a in header.anomalies)
@@ -502,6 +529,7 @@ def _sample(src: _FdSource, scheme: SamplingScheme, *, keep_tensor_samples: bool
         sample_digest=Digest(hasher.hexdigest()),
         tensors=tuple(tensors),
         anomalies=anomalies,
+        sealed=sealed,
     )
     return _Sampled(fingerprint=fingerprint, header=header, tensor_samples=kept)
 
@@ -575,6 +603,7 @@ def digest_file(
     follow_symlinks: bool = True,
     require_weights: bool = False,
     whole_file: bool = True,
+    sha256: bool = False,
 ) -> FileDigests:
     """The sampled fingerprint plus full BLAKE3 digests of the file and of every tensor.
 
@@ -582,7 +611,9 @@ def digest_file(
     8 MiB chunks into one reused buffer (no mmap: a file truncated under a mapping would crash the
     process with SIGBUS). With ``require_weights`` a file of no recognised weight format raises
     :class:`NotWeightsError`. ``whole_file=False`` skips the whole-file digest (``digest`` is
-    None), halving the hashing when only the tensors need confirming.
+    None), halving the hashing when only the tensors need confirming. ``sha256=True`` also
+    computes plain SHA-256 of the whole file in the same read (on a second thread, overlapping
+    BLAKE3), for matching sealed copies whose headers record SHA-256.
     """
     with _guard(os.fsdecode(path), expected, follow_symlinks) as opened:
         sampled = _sample(opened.source, scheme, keep_tensor_samples=True)
@@ -592,10 +623,13 @@ def digest_file(
                 "PyTorch, pickle, ONNX, HDF5, NumPy or a gpaisec sealed file)",
                 hint="register only weight files; discovery could never find copies of this one",
             )
-        digest, tensor_digests = _full_pass(opened.source, sampled.header, whole_file=whole_file)
+        digest, tensor_digests, sha = _full_pass(
+            opened.source, sampled.header, whole_file=whole_file, sha256=sha256
+        )
         result = FileDigests(
             fingerprint=sampled.fingerprint,
             digest=digest,
+            sha256=sha,
             tensors=tuple(
                 TensorDigest(
                     name=s.name,
@@ -622,15 +656,39 @@ def file_digest(
 ) -> Digest:
     """Plain BLAKE3 of the whole file (what ``b3sum`` prints), with the same change checks."""
     with _guard(os.fsdecode(path), expected, follow_symlinks) as opened:
-        digest, _tensors = _full_pass(opened.source, None, whole_file=True)
+        digest, _tensors, _sha = _full_pass(opened.source, None, whole_file=True)
     assert digest is not None
     return digest
 
 
+class _Sha256Thread:
+    """SHA-256 of a stream on a helper thread: ``update(chunk)`` returns at once, ``wait()`` before
+    the chunk's buffer is reused. hashlib releases the GIL while hashing, so this overlaps BLAKE3."""
+
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha256()
+        self._thread: threading.Thread | None = None
+
+    def update(self, chunk: memoryview) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self.hasher.update, args=(chunk,), daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def hexdigest(self) -> Digest:
+        self.wait()
+        return Digest(self.hasher.hexdigest())
+
+
 def _full_pass(
-    src: _FdSource, header: SafetensorsHeader | None, *, whole_file: bool
-) -> tuple[Digest | None, list[Digest]]:
-    """One sequential read: the whole-file digest and, for safetensors, one digest per tensor.
+    src: _FdSource, header: SafetensorsHeader | None, *, whole_file: bool, sha256: bool = False
+) -> tuple[Digest | None, list[Digest], Digest | None]:
+    """One sequential read: the whole-file digest and, for safetensors, one digest per tensor
+    (and, when asked, the whole file's SHA-256).
 
     The header guarantees the tensors are sorted and do not overlap, so at most one tensor hasher
     is open at a time.
@@ -639,6 +697,7 @@ def _full_pass(
     if header is not None:
         spans = [(header.data_start + t.begin, header.data_start + t.end) for t in header.tensors]
     file_hash = blake3(max_threads=blake3.AUTO) if whole_file else None
+    sha = _Sha256Thread() if sha256 else None
     digests: list[Digest] = []
     current: blake3 | None = None
     index = 0
@@ -653,6 +712,8 @@ def _full_pass(
             index += 1
         if position >= src.size:
             break
+        if sha is not None:
+            sha.wait()  # the buffer is about to be overwritten
         got = os.preadv(src.fd, [view[: min(len(buffer), src.size - position)]], position)
         if got <= 0:
             raise FileChangedError(
@@ -662,6 +723,8 @@ def _full_pass(
             )
         chunk = view[:got]
         end = position + got
+        if sha is not None:
+            sha.update(chunk)
         if file_hash is not None:
             file_hash.update(chunk)
         while index < len(spans) and spans[index][0] < end:
@@ -677,4 +740,8 @@ def _full_pass(
             current = None
             index += 1
         position = end
-    return (Digest(file_hash.hexdigest()) if file_hash is not None else None), digests
+    return (
+        (Digest(file_hash.hexdigest()) if file_hash is not None else None),
+        digests,
+        (sha.hexdigest() if sha is not None else None),
+    )

@@ -42,7 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, TypeAlias
 
-from gpaisec.errors import InputError
+from gpaisec.crypto import sealed as _sealed
+from gpaisec.errors import InputError, IntegrityError
 
 __all__ = [
     "DTYPE_BITS",
@@ -54,12 +55,17 @@ __all__ = [
     "SafetensorsError",
     "SafetensorsHeader",
     "SafetensorsProblem",
+    "SealedHeader",
+    "SealedHeaderError",
+    "SealedProblem",
     "TensorInfo",
     "UnreadableFileError",
     "WeightFileError",
     "display_path",
     "parse_safetensors_header",
+    "parse_sealed_header",
     "read_safetensors_header",
+    "read_sealed_header",
     "safetensors_header_length",
     "sniff",
     "sniff_bytes",
@@ -187,6 +193,33 @@ class SafetensorsError(WeightFileError):
             path=path,
             hint="the file is not a valid safetensors file; if it is meant to be a copy of model weights "
             "it was truncated or tampered with, so treat it as a finding and do not load it",
+        )
+        self.problem = problem
+
+
+class SealedProblem(enum.StrEnum):
+    """What is wrong with the header of a file that starts with the sealed format's magic."""
+
+    TRUNCATED = "truncated"
+    BAD_HEADER = "bad-header"
+    SIZE_MISMATCH = "size-mismatch"
+
+
+class SealedHeaderError(WeightFileError):
+    """A file that starts with ``GPAISEAL`` has a header that is truncated, malformed or lying.
+
+    :attr:`problem` names the problem; the message says where.
+    """
+
+    title = "malformed gpaisec sealed file"
+
+    def __init__(self, problem: SealedProblem, detail: str, *, path: str | None = None) -> None:
+        where = f"{path}: " if path else ""
+        super().__init__(
+            f"{where}sealed-file header rejected ({problem.value}): {detail}",
+            path=path,
+            hint="the file claims to be a gpaisec sealed file but is not a whole, valid one: it was "
+            "truncated in transfer or tampered with; treat it as a finding and find out where it came from",
         )
         self.problem = problem
 
@@ -911,3 +944,92 @@ def _check_entry(name: str, entry: Any, data_size: int, source: str | None) -> T
             path=source,
         )
     return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), begin=begin, end=end)
+
+
+# --------------------------------------------------------------------------------------------------
+# gpaisec sealed files (header only: nothing here decrypts)
+
+SEALED_HEADER_BYTES: Final = _sealed.CORE_SIZE
+"""Bytes of a sealed file's core header: everything :func:`parse_sealed_header` needs."""
+
+
+@dataclass(frozen=True)
+class SealedHeader:
+    """What the unencrypted core header of a gpaisec sealed file says about its plaintext.
+
+    ``plaintext_digest`` (hex) is plain BLAKE3 or SHA-256 (``digest_algorithm``) of the whole
+    plaintext, as the sealer computed it. Without the data key it cannot be checked against the
+    ciphertext: it is the header's claim, and discovery reports it as such.
+    """
+
+    digest_algorithm: str
+    plaintext_digest: str
+    plaintext_length: int
+    chunk_size: int
+    sealed_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest_algorithm": self.digest_algorithm,
+            "plaintext_digest": self.plaintext_digest,
+            "plaintext_length": self.plaintext_length,
+            "chunk_size": self.chunk_size,
+            "sealed_size": self.sealed_size,
+        }
+
+
+def parse_sealed_header(data: bytes, file_size: int, *, source: str | None = None) -> SealedHeader:
+    """Check the core header of a sealed file; ``data`` is at least its first bytes.
+
+    Steps, each with its own :class:`SealedProblem` (all before anything is allocated from a
+    value in the header):
+
+    1. the file holds a whole core header (:data:`SEALED_HEADER_BYTES`);
+    2. the core parses (:func:`gpaisec.crypto.sealed.parse_core`: magic, version, suite, digest
+       algorithm, chunk and slot sizes and plaintext length within the format's limits);
+    3. the file is exactly as long as the header's plaintext length and chunk size imply, so a
+       truncated or extended copy, or a header lying about its length, is refused.
+    """
+    # Step 1.
+    if file_size < SEALED_HEADER_BYTES or len(data) < SEALED_HEADER_BYTES:
+        raise SealedHeaderError(
+            SealedProblem.TRUNCATED,
+            f"the file has {min(file_size, len(data))} bytes, fewer than the "
+            f"{SEALED_HEADER_BYTES}-byte header",
+            path=source,
+        )
+    # Step 2.
+    try:
+        core = _sealed.parse_core(bytes(data[:SEALED_HEADER_BYTES]))
+    except IntegrityError as exc:
+        raise SealedHeaderError(SealedProblem.BAD_HEADER, exc.message, path=source) from None
+    # Step 3.
+    expected = core.sealed_size
+    if expected != file_size:
+        raise SealedHeaderError(
+            SealedProblem.SIZE_MISMATCH,
+            f"the header describes {core.plaintext_length} plaintext bytes in {core.chunk_size}-byte "
+            f"chunks, a {expected}-byte file, but the file has {file_size} bytes",
+            path=source,
+        )
+    return SealedHeader(
+        digest_algorithm=core.digest_name,
+        plaintext_digest=core.digest.hex(),
+        plaintext_length=core.plaintext_length,
+        chunk_size=core.chunk_size,
+        sealed_size=expected,
+    )
+
+
+def read_sealed_header(source: PathOrFile) -> SealedHeader:
+    """Read and check the header of a sealed file (a path or a seekable binary file object).
+
+    Raises :class:`SealedHeaderError` for a truncated, malformed or lying header,
+    :class:`UnreadableFileError` if the file cannot be read.
+    """
+
+    def action(src: _Source) -> SealedHeader:
+        return parse_sealed_header(src.read_at(0, SEALED_HEADER_BYTES), src.size, source=src.name)
+
+    result: SealedHeader = _with_source(source, action)
+    return result

@@ -13,7 +13,11 @@ holds two dictionaries:
   under the same file name (wherever it now is) or under another name;
 * :attr:`MatchKind.TENSOR_COPY`: the file is not a registered file, but holds tensors of a
   registered version -- re-sharded into a different number of files, with renamed tensors, merged
-  with other tensors, or with bytes appended.
+  with other tensors, or with bytes appended;
+* :attr:`MatchKind.SEALED_COPY`: a gpaisec sealed file whose (unencrypted, checked) header names a
+  registered file's plaintext: same length and same plain BLAKE3 or SHA-256 digest. It counts as a
+  copy of the whole registered file (and so of its tensors) for coverage. Nothing is decrypted, so
+  its evidence is :attr:`Evidence.HEADER`: the header's claim, which ``--confirm`` cannot change.
 
 Coverage is counted in bytes of *units*: each evidence tensor of a version once (duplicates within
 a version count once), and each registered file without evidence tensors (GGUF, ONNX, ...) as a
@@ -24,6 +28,11 @@ A version is *found* when the union of all scanned files covers at least
 ``found_coverage`` of it. A file holding registered tensors is reported if it is a whole-file copy,
 if its matched tensors reach ``min_match_bytes``, or if it contributes to a found version; so a
 shared small tensor in an unrelated file is never reported on its own.
+
+A third dictionary holds registered files by (algorithm, plaintext digest, size), for sealed copies:
+BLAKE3 from :attr:`FileDigests.digest`, SHA-256 from :attr:`FileDigests.sha256` (kept since
+registration computes it) -- see :func:`gpaisec.weights.artifacts.load_match_index` for records
+registered before that.
 
 Evidence starts as :attr:`Evidence.SAMPLED` (sampled digests agree). Give the matched files'
 :class:`~gpaisec.weights.fingerprint.FileDigests` back in :class:`ScannedFile` and match again to
@@ -93,15 +102,18 @@ class MatchKind(enum.StrEnum):
     FILE_COPY = "file-copy"
     RENAMED_COPY = "renamed-copy"
     TENSOR_COPY = "tensor-copy"
+    SEALED_COPY = "sealed-copy"
 
 
 class Evidence(enum.StrEnum):
     SAMPLED = "sampled"
     CONFIRMED = "confirmed"
     MODIFIED = "modified"
+    HEADER = "sealed-header"
+    """A sealed file's header names the registered plaintext's digest and length (not decrypted)."""
 
 
-_RANK: Final = {Evidence.MODIFIED: 0, Evidence.SAMPLED: 1, Evidence.CONFIRMED: 2}
+_RANK: Final = {Evidence.MODIFIED: 0, Evidence.HEADER: 1, Evidence.SAMPLED: 2, Evidence.CONFIRMED: 3}
 
 
 def _bad(what: str) -> FingerprintDecodeError:
@@ -202,6 +214,11 @@ class Match:
     tensors_modified: int = 0
     registered_path: str | None = None
     at_registered_path: bool = False
+    format: Format | None = None
+
+    @property
+    def sealed(self) -> bool:
+        return self.kind is MatchKind.SEALED_COPY
 
     @property
     def candidate_fraction(self) -> float:
@@ -221,6 +238,7 @@ class Match:
             "tensors_modified": self.tensors_modified,
             "registered_path": self.registered_path,
             "at_registered_path": self.at_registered_path,
+            "format": self.format.value if self.format is not None else None,
         }
 
 
@@ -283,6 +301,7 @@ class _Pair:
 
     files: list[tuple[int, Evidence]] = field(default_factory=list)
     units: dict[Unit, Evidence] = field(default_factory=dict)
+    sealed: bool = False
 
     def add(self, unit: Unit, evidence: Evidence) -> None:
         old = self.units.get(unit)
@@ -321,6 +340,8 @@ class MatchIndex:
         self.scheme: SamplingScheme = schemes.pop() if schemes else DEFAULT_SCHEME
         self._by_file: dict[FileKey, list[tuple[int, int]]] = {}
         self._by_digest: dict[Digest, RegisteredFile] = {}
+        self._by_plaintext: dict[tuple[str, str, int], list[tuple[int, int]]] = {}
+        self._sealed_units: list[list[list[Unit]]] = []
         self._by_tensor: dict[TensorKey, list[int]] = {}
         self._units: list[dict[Unit, int]] = []
         self._full: list[dict[TensorKey, set[Digest]]] = []
@@ -330,6 +351,7 @@ class MatchIndex:
             units: dict[Unit, int] = {}
             full: dict[TensorKey, set[Digest]] = {}
             file_units: list[int | None] = []
+            sealed_units: list[list[Unit]] = []
             evidence = self._evidence(artifact)
             for f_index, registered in enumerate(artifact.files):
                 if registered.digests.digest is None:
@@ -340,11 +362,19 @@ class MatchIndex:
                     )
                 self._by_digest.setdefault(registered.digests.digest, registered)
                 fingerprint = registered.digests.fingerprint
+                for algorithm, plain in (
+                    ("blake3", registered.digests.digest),
+                    ("sha256", registered.digests.sha256),
+                ):
+                    if plain is not None:
+                        key = (algorithm, plain, fingerprint.size)
+                        self._by_plaintext.setdefault(key, []).append((a_index, f_index))
                 self._by_file.setdefault(fingerprint.key, []).append((a_index, f_index))
                 sizes = [fingerprint.size]
                 used = [t for t in registered.digests.tensors if t.key in evidence]
                 if fingerprint.format is Format.SAFETENSORS and used:
                     file_units.append(None)
+                    sealed_units.append([t.key for t in used])
                     for tensor in used:
                         units[tensor.key] = tensor.nbytes
                         full.setdefault(tensor.key, set()).add(tensor.digest)
@@ -356,11 +386,13 @@ class MatchIndex:
                 else:
                     units[f_index] = fingerprint.size
                     file_units.append(f_index)
+                    sealed_units.append([f_index])
                 least = min(sizes)
                 smallest = least if smallest is None else min(smallest, least)
             self._units.append(units)
             self._full.append(full)
             self._file_units.append(file_units)
+            self._sealed_units.append(sealed_units)
         self._smallest = smallest
 
     def _evidence(self, artifact: RegisteredArtifact) -> set[TensorKey]:
@@ -420,6 +452,16 @@ class MatchIndex:
                 unit = self._file_units[a_index][f_index]
                 if unit is not None:
                     pair.add(unit, evidence)
+            # Sealed copies, by the plaintext digest and length in their checked header.
+            sealed = fingerprint.sealed
+            if sealed is not None:
+                key = (sealed.digest_algorithm, sealed.plaintext_digest, sealed.plaintext_length)
+                for a_index, f_index in self._by_plaintext.get(key, ()):
+                    pair = pairs.setdefault((s_index, a_index), _Pair())
+                    pair.files.append((f_index, Evidence.HEADER))
+                    pair.sealed = True
+                    for sealed_unit in self._sealed_units[a_index][f_index]:
+                        pair.add(sealed_unit, Evidence.HEADER)
             # Tensors, by content (safetensors only).
             full_digests = item.digests.tensors if item.digests is not None else None
             for t_index, tensor in enumerate(fingerprint.tensors):
@@ -491,6 +533,8 @@ class MatchIndex:
             evidence = Evidence.MODIFIED
         elif evidences and all(e is Evidence.CONFIRMED for e in evidences):
             evidence = Evidence.CONFIRMED
+        elif Evidence.HEADER in evidences:
+            evidence = Evidence.HEADER
         else:
             evidence = Evidence.SAMPLED
         tensor_units = [u for u in pair.units if not isinstance(u, int)]
@@ -508,6 +552,26 @@ class MatchIndex:
                 candidate_bytes=candidate_bytes,
                 tensors_matched=len(tensor_units),
                 tensors_modified=modified,
+                format=fingerprint.format,
+            )
+        if pair.sealed:  # the plaintext of a registered file, sealed
+            f_index = next(f for f, e in pair.files if e is Evidence.HEADER)
+            registered = artifact.files[f_index]
+            return Match(
+                path=item.path,
+                model=artifact.model,
+                version=artifact.version,
+                artifact_id=artifact.artifact_id,
+                kind=MatchKind.SEALED_COPY,
+                evidence=evidence,
+                matched_bytes=matched,
+                # As for a plaintext copy: the registered file's tensor bytes, or its size.
+                candidate_bytes=registered.digests.fingerprint.tensor_bytes
+                or registered.digests.fingerprint.size,
+                tensors_matched=len(tensor_units),
+                tensors_modified=modified,
+                registered_path=registered.path,
+                format=fingerprint.format,
             )
         # A whole-file copy: prefer the registered file with the same name (a file registered twice
         # under different names is a copy of both).
@@ -530,4 +594,5 @@ class MatchIndex:
             tensors_modified=modified,
             registered_path=registered.path,
             at_registered_path=os.path.normpath(item.path) == os.path.normpath(registered.path),
+            format=fingerprint.format,
         )

@@ -17,7 +17,8 @@ walk goes on:
 * broken symlinks (when following), files that vanish or change between listing and reading;
 * names that are not valid UTF-8 (reported, and still scanned through their surrogate-escaped
   ``str`` path, which the ``os`` functions accept);
-* files whose bytes say safetensors but whose header is malformed (during :func:`scan`).
+* files whose bytes say safetensors or gpaisec sealed but whose header is malformed, truncated
+  or lying about the file's length (during :func:`scan`).
 
 :func:`scan` is the whole discovery pipeline for one tree: walk, fingerprint each candidate
 (comparing size and modification time before and after), match against a
@@ -51,6 +52,7 @@ from gpaisec.weights.formats import (
     FileChangedError,
     Format,
     SafetensorsError,
+    SealedHeaderError,
     WeightFileError,
     _FdSource,
     _sniff_source,
@@ -557,7 +559,7 @@ class ScanReport:
 def _problem_for(path: str, exc: WeightFileError) -> ScanProblem:
     if isinstance(exc, FileChangedError):
         return ScanProblem(ProblemKind.CHANGED_DURING_SCAN, path, exc.message)
-    if isinstance(exc, SafetensorsError):
+    if isinstance(exc, SafetensorsError | SealedHeaderError):
         return ScanProblem(ProblemKind.MALFORMED_WEIGHTS, path, exc.message)
     return ScanProblem(ProblemKind.UNREADABLE_FILE, path, exc.message)
 
@@ -644,9 +646,17 @@ def scan(
     confirmed = 0
     if confirm and discovery.matches:
         whole = {m.path for m in discovery.matches if m.kind is not MatchKind.TENSOR_COPY}
+        # A sealed copy is never decrypted: its header is all the evidence there is, and hashing
+        # its ciphertext would prove nothing about the plaintext.
+        sealed = {m.path for m in discovery.matches if m.kind is MatchKind.SEALED_COPY} - {
+            m.path for m in discovery.matches if m.kind is not MatchKind.SEALED_COPY
+        }
         again: list[ScannedFile] = []
         for path in dict.fromkeys(m.path for m in discovery.matches):
             candidate, item = scanned[path]
+            if path in sealed:
+                again.append(item)
+                continue
             follow = follow_symlinks or path == walker.root
             try:
                 digests = _confirm(index, item, candidate, whole_file=path in whole, follow=follow)
