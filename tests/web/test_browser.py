@@ -8,7 +8,10 @@ tmp dir (``screenshots/``). Skipped, saying why, when Chromium or Playwright is 
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import importlib.util
+import json
 import shutil
 import socket
 import threading
@@ -27,7 +30,7 @@ from gpaisec.weights import registry
 from gpaisec.weights.artifacts import register_version
 from gpaisec.weights.discovery import discover
 from gpaisec.workspace import Workspace
-from tests.api.conftest import PASSWORD, add_human, test_settings
+from tests.api.conftest import PASSWORD, PEOPLE, add_human, test_settings
 from tests.weights.conftest import make_model, reshard, write_shards
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -182,7 +185,40 @@ def test_sign_in_and_a_planted_copy_turns_a4_2_2_red(site: Site, browser_page: A
     page.locator("table.events a").first.click()
     page.wait_for_selector("section.proof")
     assert "Inclusion proof" in page.inner_text("section.proof")
+    # The proof checks in the page (WebCrypto: SHA-256 fold, then the checkpoint's Ed25519 signature).
+    page.get_by_role("button", name="Check in this browser").click()
+    page.wait_for_selector("#proof-result.good")
+    verdict = page.inner_text("#proof-result")
+    assert verdict.startswith("Verified: entry "), verdict
+    assert "signature verifies" in verdict
     page.screenshot(path=str(shots / "audit.png"), full_page=True)
+    # One changed hash in the proof, or another key, and the page says it does not verify.
+    original = page.input_value("#proof-json")
+    proof = json.loads(original)
+    if proof["proof"]:
+        first = proof["proof"][0]
+        proof["proof"][0] = ("0" if first[0] != "0" else "1") + first[1:]
+    else:
+        proof["tree_size"] += 1
+    page.fill("#proof-json", json.dumps(proof))
+    page.get_by_role("button", name="Check in this browser").click()
+    page.wait_for_selector("#proof-result.bad")
+    assert "Not verified" in page.inner_text("#proof-result")
+    page.fill("#proof-json", original)
+    vkey = page.input_value("#proof-vkey")
+    name, key_hash, key = vkey.split("+")
+    other = base64.b64encode(b"\x01" + bytes(32)).decode()
+    page.fill("#proof-vkey", f"{name}+{key_hash}+{other}")
+    page.get_by_role("button", name="Check in this browser").click()
+    page.wait_for_selector("#proof-result.bad")
+    assert "Not verified" in page.inner_text("#proof-result")
+
+    # A measure's page, from the overview's grid.
+    page.goto(site.url + "/")
+    page.locator('[data-item="A4.2(2)"] a').click()
+    page.wait_for_url("**/measures/A4.2(2)")
+    assert "Prevent copies to unmanaged devices" in page.inner_text("h1")
+    page.screenshot(path=str(shots / "measure.png"), full_page=True)
 
     # Sign out: back to the sign-in page, and the overview is gone.
     page.get_by_role("button", name="Sign out").click()
@@ -192,6 +228,80 @@ def test_sign_in_and_a_planted_copy_turns_a4_2_2_red(site: Site, browser_page: A
 
     assert csp_errors == []
     names = sorted(p.name for p in shots.iterdir())
-    pages = ["audit", "login", "overview-wall", "overview", "registry", "reports"]
+    pages = ["audit", "login", "measure", "overview-wall", "overview", "registry", "reports"]
     assert names == [f"{name}.png" for name in pages]
     assert all((shots / n).stat().st_size > 1000 for n in names)
+
+
+@pytest.fixture
+def chromium_browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def sign_in_page(browser: Any, site: Site, username: str, secret: str, *, at: dt.datetime) -> Any:
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(site.url + "/login")
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("One-time code").fill(mfa.totp_code(secret, at))
+    page.get_by_label("Device (name or key fingerprint)").fill(f"laptop-{username}")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+    assert "/login" not in page.url, page.inner_text("main")
+    return page
+
+
+def test_two_approvers_in_the_browser_turn_the_requesters_check_to_allow(
+    site: Site, chromium_browser: Any, tmp_path: Path
+) -> None:
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    secrets = {name: add_human(site.ws, name, roles) for name, roles in PEOPLE.items() if name != "erin"}
+    now = utcnow()
+    alice = sign_in_page(chromium_browser, site, "alice", secrets["alice"], at=now)
+    bob = sign_in_page(chromium_browser, site, "bob", secrets["bob"], at=now)
+    carol = sign_in_page(chromium_browser, site, "carol", secrets["carol"], at=now)
+
+    def check(page: Any) -> str:
+        page.goto(site.url + "/access")
+        form = page.locator("form").filter(has=page.get_by_role("button", name="Check my access"))
+        form.get_by_label("Model version").select_option("atlas:v3")
+        form.get_by_label("Action").select_option("read")
+        form.get_by_role("button", name="Check my access").click()
+        page.wait_for_selector("#decision")
+        return str(page.get_attribute("#decision", "class"))
+
+    assert "deny" in check(alice)
+    alice.get_by_label("For how many hours (at most 168)").fill("4")
+    alice.locator("#req-reason").fill("evaluation run 42 on the red-team set")
+    alice.get_by_role("button", name="Send request").click()
+    alice.wait_for_selector("p.notice")
+    alice.screenshot(path=str(shots / "access-requester.png"), full_page=True)
+
+    # Each approver types a fresh code (the next 30-second step: the sign-in code is spent).
+    for page, name in ((bob, "bob"), (carol, "carol")):
+        page.goto(site.url + "/access")
+        row = page.locator("#waiting tbody tr").first
+        row.get_by_label("One-time code").fill(mfa.totp_code(secrets[name], now + dt.timedelta(seconds=30)))
+        row.get_by_role("button", name="Approve").click()
+        page.wait_for_selector("p.notice")
+        if name == "bob":
+            assert "needs one more approver" in page.inner_text("p.notice")
+            page.screenshot(path=str(shots / "access-approver.png"), full_page=True)
+    assert "is now active" in carol.inner_text("p.notice")
+
+    assert "allow" in check(alice)
+    assert alice.locator("#mine tbody tr").first.get_attribute("data-state") == "active"
+    alice.screenshot(path=str(shots / "access-allowed.png"), full_page=True)
+    assert sorted(p.name for p in shots.iterdir()) == [
+        "access-allowed.png",
+        "access-approver.png",
+        "access-requester.png",
+    ]

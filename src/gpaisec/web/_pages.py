@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from gpaisec.api.deps import Caller
 from gpaisec.audit import service as audit
+from gpaisec.audit._note import vkey as signed_note_vkey
 from gpaisec.compliance import assessment
 from gpaisec.compliance.assessment import CHAPTERS, Report
 from gpaisec.compliance.reports import render_text
@@ -112,7 +113,11 @@ def _audit_data(caller: Caller, filters: dict[str, str | None], seq: int | None)
         limit=200,
     )
     proof = audit.prove(caller.workspace, seq).to_json() if seq is not None else None
-    return {"events": events, "proof": proof, "proof_seq": seq}
+    vkey = None
+    key = audit.trusted_key(caller.workspace)
+    if proof is not None and key is not None:
+        vkey = signed_note_vkey(str(proof["origin"]), key)
+    return {"events": events, "proof": proof, "proof_seq": seq, "vkey": vkey}
 
 
 @page(sess.AUDITORS)
