@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -494,3 +495,38 @@ def test_same_filesystem_skips_other_mounts(tmp_path: Path) -> None:
         assert len(found) == 1
     finally:
         shutil.rmtree(target)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_parallel_scan_fingerprints_in_the_workers_and_matches_like_a_serial_one(
+    wide_tree: Path, hostile: Path, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered = wide_tree.parent / "registered"
+    model = make_model(11)
+    shard = write_safetensors(registered / "model.safetensors", model)
+    index = MatchIndex([RegisteredArtifact("atlas", "v3", (RegisteredFile(str(shard), digest_file(shard)),))])
+    shutil.copy(shard, wide_tree / "d4" / "e9" / "renamed.bin")
+    shutil.copy(shard, wide_tree / "d0" / "e10" / "model.safetensors")
+    shutil.copy(
+        hostile / "safetensors" / "overlapping_offsets.safetensors", wide_tree / "d2" / "e12" / "x.st"
+    )
+    serial = scan(wide_tree, index, min_size=0)
+    # The parent must not fingerprint what a worker already did: count the parent's own calls.
+    calls: list[str] = []
+    real = walk_module.fingerprint_file
+    parent = os.getpid()
+
+    def counted(path: str, **kwargs: Any) -> Any:
+        if os.getpid() == parent:
+            calls.append(path)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(walk_module, "fingerprint_file", counted)
+    parallel = scan(wide_tree, index, min_size=0, workers=workers)
+    assert parallel.discovery == serial.discovery
+    assert sorted(parallel.problems, key=str) == sorted(serial.problems, key=str)
+    assert {Path(m.path).name for m in parallel.discovery.matches} == {"renamed.bin", "model.safetensors"}
+    assert any(p.kind is ProblemKind.MALFORMED_WEIGHTS for p in parallel.problems)
+    assert parallel.fingerprinted == serial.fingerprinted
+    assert parallel.stats.candidates == serial.stats.candidates
+    assert len(calls) < serial.stats.candidates  # the workers fingerprinted their own finds

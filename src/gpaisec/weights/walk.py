@@ -36,12 +36,14 @@ import os
 import signal
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from gpaisec.errors import InputError
 from gpaisec.weights.fingerprint import (
     FileDigests,
+    FileFingerprint,
+    FingerprintDecodeError,
     StatSnapshot,
     digest_file,
     file_digest,
@@ -116,11 +118,16 @@ class ScanProblem:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A regular file whose first bytes are a weight format. ``path`` may hold surrogate escapes."""
+    """A regular file whose first bytes are a weight format. ``path`` may hold surrogate escapes.
+
+    ``prepared`` is what the walker's ``prepare`` hook returned for it in a worker process (JSON
+    values), or None when the candidate was found in this process and the hook has not run.
+    """
 
     path: str
     format: Format
     stat: StatSnapshot
+    prepared: Any = field(default=None, compare=False, repr=False)
 
     @property
     def display_path(self) -> str:
@@ -135,9 +142,9 @@ class Candidate:
         return [self.path, self.format.value, st.size, st.mtime_ns, st.dev, st.ino]
 
     @classmethod
-    def from_record(cls, record: list[Any]) -> Candidate:
+    def from_record(cls, record: list[Any], prepared: Any = None) -> Candidate:
         path, fmt, size, mtime_ns, dev, ino = record
-        return cls(path, Format(fmt), StatSnapshot(size=size, mtime_ns=mtime_ns, dev=dev, ino=ino))
+        return cls(path, Format(fmt), StatSnapshot(size=size, mtime_ns=mtime_ns, dev=dev, ino=ino), prepared)
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,10 @@ class Walker:
     ``workers`` > 1 shares the walk out to forked processes (listing and lstat are system-call
     bound, and run in parallel on different cores). It is ignored when following symlinks or where
     there is no fork(), and must only be used from a process without other threads (the CLI).
+
+    ``prepare``, if given, is called in the worker processes on each candidate they find, and its
+    result (JSON values) comes back as :attr:`Candidate.prepared`: work on the candidates (reading
+    and hashing a few blocks of each) is then shared out as well. It must not raise.
     """
 
     def __init__(
@@ -184,6 +195,7 @@ class Walker:
         follow_symlinks: bool = False,
         same_filesystem: bool = False,
         workers: int = 1,
+        prepare: Callable[[Candidate], Any] | None = None,
     ) -> None:
         if min_size < 0:
             raise InputError(f"min_size must not be negative, got {min_size}")
@@ -194,6 +206,7 @@ class Walker:
         self.min_size = min_size
         self.follow_symlinks = follow_symlinks
         self.same_filesystem = same_filesystem
+        self.prepare = prepare
         self._problems: list[ScanProblem] = []
         self._counts = dict.fromkeys(WalkStats.__dataclass_fields__, 0)
         self._visited: set[tuple[int, int]] = set()
@@ -326,7 +339,11 @@ class Walker:
             try:
                 os.close(read_fd)
                 self._problems, self._counts = [], dict.fromkeys(self._counts, 0)
-                found = [c.to_record() for c in self._drain(list(share))]
+                prepare = self.prepare
+                found = [
+                    [c.to_record(), prepare(c) if prepare is not None else None]
+                    for c in self._drain(list(share))
+                ]
                 payload = {
                     "candidates": found,
                     "problems": [[p.kind.value, p.path, p.detail] for p in self._problems],
@@ -354,7 +371,9 @@ class Walker:
         try:
             payload = json.loads(data)
             problems = [ScanProblem(ProblemKind(k), p, d) for k, p, d in payload["problems"]]
-            candidates = [Candidate.from_record(record) for record in payload["candidates"]]
+            candidates = [
+                Candidate.from_record(record, prepared) for record, prepared in payload["candidates"]
+            ]
             counts = {name: int(payload["counts"][name]) for name in self._counts}
         except (ValueError, KeyError, TypeError):
             return None
@@ -590,6 +609,20 @@ def _confirm(
     return digests
 
 
+def _prepared(candidate: Candidate) -> FileFingerprint | ScanProblem | None:
+    """What a worker process found for ``candidate``; None if it cannot be read back (redo it)."""
+    try:
+        tag, *rest = candidate.prepared
+        if tag == "fingerprint":
+            return FileFingerprint.from_json(rest[0])
+        if tag == "problem":
+            kind, detail = rest
+            return ScanProblem(ProblemKind(kind), candidate.path, str(detail))
+    except (ValueError, TypeError, WeightFileError, FingerprintDecodeError):
+        pass
+    return None
+
+
 def scan(
     root: str | bytes | os.PathLike[str] | os.PathLike[bytes],
     index: MatchIndex,
@@ -613,35 +646,52 @@ def scan(
        cannot be confirmed keeps its sampled evidence and gets a problem record.
 
     ``on_candidate`` is called for each candidate before it is fingerprinted (progress display).
-    ``workers`` > 1 walks the tree in that many processes (see :class:`Walker`).
+    ``workers`` > 1 walks the tree in that many processes (see :class:`Walker`), which also
+    fingerprint the candidates they find (step 2), so that work is shared out too.
     """
     threshold = min_size
     if threshold is None:
         smallest = index.min_candidate_size
         threshold = DEFAULT_MIN_SIZE if smallest is None else smallest
+    root_path = os.fsdecode(root)
+
+    def fingerprint(candidate: Candidate) -> FileFingerprint | ScanProblem:
+        try:
+            return fingerprint_file(
+                candidate.path,
+                scheme=index.scheme,
+                expected=candidate.stat,
+                follow_symlinks=follow_symlinks or candidate.path == root_path,
+            )
+        except WeightFileError as exc:
+            return _problem_for(candidate.path, exc)
+
+    def prepare(candidate: Candidate) -> list[Any]:  # in a worker process: JSON values only
+        found = fingerprint(candidate)
+        if isinstance(found, ScanProblem):
+            return ["problem", found.kind.value, found.detail]
+        return ["fingerprint", found.to_json()]
+
     walker = Walker(
         root,
         min_size=threshold,
         follow_symlinks=follow_symlinks,
         same_filesystem=same_filesystem,
         workers=workers,
+        prepare=prepare,
     )
     problems: list[ScanProblem] = []
     scanned: dict[str, tuple[Candidate, ScannedFile]] = {}
     for candidate in walker:
         if on_candidate is not None:
             on_candidate(candidate)
-        try:
-            fingerprint = fingerprint_file(
-                candidate.path,
-                scheme=index.scheme,
-                expected=candidate.stat,
-                follow_symlinks=follow_symlinks or candidate.path == walker.root,
-            )
-        except WeightFileError as exc:
-            problems.append(_problem_for(candidate.path, exc))
+        found = _prepared(candidate) if candidate.prepared is not None else None
+        if found is None:
+            found = fingerprint(candidate)
+        if isinstance(found, ScanProblem):
+            problems.append(found)
             continue
-        scanned[candidate.path] = (candidate, ScannedFile(candidate.path, fingerprint))
+        scanned[candidate.path] = (candidate, ScannedFile(candidate.path, found))
     discovery = index.match(item for _c, item in scanned.values())
     confirmed = 0
     if confirm and discovery.matches:
