@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -196,12 +197,29 @@ def test_pages_get_the_page_csp_and_the_api_keeps_its_own(client: TestClient, wo
 def test_templates_have_no_inline_script_or_style_and_label_every_input() -> None:
     for template in TEMPLATES.glob("*.html"):
         text = template.read_text()
-        assert "<script" not in text, template
+        # Scripts only as files from the package: no inline code, no event-handler attributes.
+        scripts = re.findall(r"<script[^>]*>.*?</script>", text, flags=re.S)
+        assert text.count("<script") == len(scripts), template
+        for tag in scripts:
+            assert re.fullmatch(r'<script src="/static/[a-z-]+\.js" defer></script>', tag), (template, tag)
+        assert not re.search(r"\son[a-z]+=", text), template
         assert "style=" not in text, template
         assert "<style" not in text, template
         assert "http://" not in text, template  # no CDN
         assert "https://" not in text, template
         for line in text.splitlines():
-            if "<input id=" in line or "<select id=" in line:
+            if "<input id=" in line or "<select id=" in line or "<textarea id=" in line:
                 ident = line.split('id="', 1)[1].split('"', 1)[0]
                 assert f'for="{ident}"' in text, (template, ident)
+
+
+def test_overview_and_api_show_the_deadlines(client: TestClient, world: World) -> None:
+    page_sign_in(client, world, "erin")
+    html = client.get("/").text
+    table = html.split('id="deadlines"')[1].split("</table>")[0]
+    assert "no review has ever been closed" in table
+    assert 'href="/measures/A4.3(1)"' in table
+    rows = client.get("/api/v1/assessments/deadlines", params={"days": 30}).json()
+    assert rows[0]["kind"] == "access_review"
+    assert rows[0]["overdue"] is True
+    assert client.get("/api/v1/assessments/deadlines", params={"days": 0}).status_code == 422

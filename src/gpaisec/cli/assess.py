@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gpaisec.cli import common
-from gpaisec.compliance import assessment, service
+from gpaisec.compliance import assessment, deadlines, service
 from gpaisec.compliance.assessment import Report
 from gpaisec.compliance.reports import FORMATS, render_text, write_report
 from gpaisec.compliance.verdicts import Verdict
@@ -323,8 +323,38 @@ def controls_list(
     )
 
 
+def deadlines_cmd(
+    days: Annotated[int, typer.Option("--days", min=1, max=3660, help="How far ahead to look.")] = 60,
+    fmt: common.FormatOption = common.OutputFormat.table,
+) -> None:
+    """Deadlines due in the next DAYS days, and every one already missed (reviews, checks, evidence)."""
+    now = dt.datetime.now(dt.UTC)
+    rows = deadlines.upcoming(common.workspace(), horizon=dt.timedelta(days=days), now=now)
+    common.emit(
+        fmt,
+        [d.to_json(now) for d in rows],
+        lambda: common.print_table(
+            f"Deadlines in the next {days} days",
+            ["due", "", "kind", "subject", "what", "item"],
+            [
+                [
+                    d.due.strftime("%Y-%m-%d"),
+                    common.styled("OVERDUE", "bold red") if d.overdue(now) else "",
+                    d.kind,
+                    d.subject,
+                    d.what,
+                    d.item or "",
+                ]
+                for d in rows
+            ],
+            empty=f"no deadline in the next {days} days",
+        ),
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("assess")(assess_cmd)
+    app.command("deadlines")(deadlines_cmd)
     app.command("report")(report_cmd)
     app.command("assessments")(assessments_cmd)
     app.command("attest")(attest_cmd)

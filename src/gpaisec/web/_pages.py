@@ -15,11 +15,12 @@ from starlette.responses import Response
 from gpaisec.api.deps import Caller
 from gpaisec.audit import service as audit
 from gpaisec.audit._note import vkey as signed_note_vkey
-from gpaisec.compliance import assessment
+from gpaisec.compliance import assessment, deadlines
 from gpaisec.compliance.assessment import CHAPTERS, Report
 from gpaisec.compliance.reports import render_text
 from gpaisec.compliance.verdicts import Verdict
 from gpaisec.errors import GpaisecError, InputError, NotFoundError
+from gpaisec.store.base import utcnow
 from gpaisec.web import _session as sess
 from gpaisec.web._common import IDENT, Route, page, problem, render, status_of, text
 from gpaisec.weights import registry
@@ -55,6 +56,8 @@ def _overview_data(caller: Caller) -> dict[str, Any]:
         "by_severity": [(s, by_severity[s]) for s in severities],
         "open_findings": len(findings),
         "history": assessment.history(ws, limit=10),
+        "deadlines": deadlines.upcoming(ws),
+        "now": utcnow(),
     }
 
 

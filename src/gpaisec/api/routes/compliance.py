@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 from fastapi.encoders import jsonable_encoder
 
 from gpaisec.api.deps import Admin, Staff
 from gpaisec.api.schemas import AssessmentCreate
-from gpaisec.compliance import assessment
+from gpaisec.compliance import assessment, deadlines
 from gpaisec.errors import NotFoundError
+from gpaisec.store.base import utcnow
 
 router = APIRouter(prefix="/assessments", tags=["compliance"])
 
@@ -33,6 +35,19 @@ def latest(caller: Staff) -> dict[str, Any]:
     if report is None:
         raise NotFoundError("no assessment has been run", hint="POST /api/v1/assessments")
     return report.to_json()
+
+
+@router.get(
+    "/deadlines",
+    response_model=list[dict[str, Any]],
+    summary="Deadlines due within `days` days (default 60), and every one already missed, soonest first",
+)
+def upcoming_deadlines(
+    caller: Staff, days: Annotated[int, Query(ge=1, le=3660)] = 60
+) -> list[dict[str, Any]]:
+    now = utcnow()
+    rows = deadlines.upcoming(caller.workspace, horizon=dt.timedelta(days=days), now=now)
+    return [d.to_json(now) for d in rows]
 
 
 @router.get("", response_model=list[dict[str, Any]], summary="Recent assessment runs, newest first")
