@@ -159,3 +159,84 @@ def build(home: Path) -> Workspace:
         step(ws)
     ws.actor = "demo:assessor"
     return ws
+
+
+# -- signing in to the demo's dashboard ----------------------------------------------------------
+
+SIGN_IN_FILE = "demo-sign-in.json"
+DEMO_ADMIN = "demo-admin"
+DEMO_DEVICE = "demo-laptop"
+
+
+def add_demo_admin(ws: Workspace, home: Path) -> Path:
+    """An admin (also approver and reviewer) to sign in to the demo's dashboard with.
+
+    The password and TOTP seed are generated here and written, with mode 0600, only to
+    ``home/demo-sign-in.json``; they never appear on a command line or in a log.
+    """
+    import json
+    import secrets
+
+    from gpaisec._files import write_atomically
+    from gpaisec.access import accounts, mfa
+
+    password = secrets.token_urlsafe(24)
+    accounts.add_person(
+        ws,
+        "Demo Admin",
+        organisation="Example AI",
+        background_check_valid_until=utcnow() + dt.timedelta(days=365),
+        insider_training_valid_until=utcnow() + dt.timedelta(days=365),
+    )
+    accounts.add_user(ws, DEMO_ADMIN, person="Demo Admin", password=password, roles=("admin", "reviewer"))
+    uri = mfa.enrol_totp(ws, DEMO_ADMIN)
+    secret = uri.split("secret=", 1)[1].split("&", 1)[0]
+    recovery = mfa.confirm_totp(ws, DEMO_ADMIN, mfa.totp_code(secret, utcnow() - dt.timedelta(seconds=30)))
+    registry.add_device(ws, DEMO_DEVICE, managed=True, disk_encrypted=True, owner="Demo Admin")
+    accounts.enrol_device_key(ws, DEMO_DEVICE, _demo_device_key())
+    path = home / SIGN_IN_FILE
+    write_atomically(
+        path,
+        json.dumps(
+            {
+                "username": DEMO_ADMIN,
+                "password": password,
+                "device": DEMO_DEVICE,
+                "totp_uri": uri,
+                "recovery_codes": recovery,
+                "note": "demo only; `gpaisec demo --code` prints the current one-time code",
+            },
+            indent=2,
+        ).encode(),
+        what="the demo's sign-in file",
+        mode=0o600,
+    )
+    return path
+
+
+def _demo_device_key() -> str:
+    """A fresh OpenSSH Ed25519 public key standing for the demo laptop's (the private half is discarded)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = Ed25519PrivateKey.generate().public_key()
+    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def demo_code(home: Path) -> str:
+    """The current one-time code of the demo's admin (read from the demo's own sign-in file)."""
+    import json
+
+    from gpaisec.access import mfa
+
+    if not (home / MARKER).is_file():
+        raise ConfigError(f"{home} is not a gpaisec demo workspace", hint="run `gpaisec demo --serve` first")
+    try:
+        data = json.loads((home / SIGN_IN_FILE).read_text())
+        secret = str(data["totp_uri"]).split("secret=", 1)[1].split("&", 1)[0]
+    except (OSError, ValueError, KeyError, IndexError):
+        raise ConfigError(
+            f"{home / SIGN_IN_FILE} is missing or unreadable",
+            hint="rebuild the demo with `gpaisec demo --serve`",
+        ) from None
+    return mfa.totp_code(secret, utcnow())

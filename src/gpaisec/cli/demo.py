@@ -16,17 +16,41 @@ from gpaisec.compliance.reports import render_text
 
 def demo_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, html or oscal.")] = "table",
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then serve the dashboard and API on loopback, with a demo admin.")
+    ] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for --serve.")] = 8443,
+    code: Annotated[
+        bool, typer.Option("--code", help="Print the demo admin's current one-time code and stop.")
+    ] = False,
 ) -> None:
     """Create a demo workspace (SQLite) with a sample provider, assess it and print the gap table.
 
     The demo lives in ./.gpaisec-demo unless --workspace names another directory; it is rebuilt on
-    every run and never touches a workspace that it did not create.
+    every run and never touches a workspace that it did not create. With --serve it also adds an admin
+    (password and TOTP seed only in the demo's sign-in file, mode 0600) and serves the dashboard on
+    http://127.0.0.1:PORT/.
     """
     home = Path(common.STATE.workspace_dir or demo.DEFAULT_DEMO_HOME).expanduser().absolute()
+    if code:
+        typer.echo(demo.demo_code(home))
+        return
     with common.stderr.status("building the demo provider…"):
         ws = demo.build(home)
+        sign_in = demo.add_demo_admin(ws, home) if serve else None
     common.STATE._workspace = ws
     report = assessment.assess(ws)
+    if sign_in is not None:
+        render_gap_table(report)
+        common.info(
+            f"\ndashboard: http://127.0.0.1:{port}/ - sign in as {demo.DEMO_ADMIN}"
+            f" on device {demo.DEMO_DEVICE};"
+            f"\nthe password is in {sign_in} (mode 0600); the one-time code: gpaisec -w {home} demo --code"
+        )
+        from gpaisec.cli.serve import serve as serve_cmd
+
+        serve_cmd(host="127.0.0.1", port=port, dev=True, access_log=False)
+        return
     if fmt == "table":
         render_gap_table(report)
         common.info(
