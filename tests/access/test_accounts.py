@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from sqlalchemy import select
@@ -124,18 +125,49 @@ def test_weak_passwords_and_second_accounts_are_refused(workspace: Workspace) ->
         accounts.add_user(workspace, "alice2", person="Alice Smith", password=PASSWORD)
 
 
+def fail_reasons(ws: Workspace) -> list[str]:
+    return [
+        str(json.loads(bytes(e.entry))["details"].get("reason"))
+        for e in audit(ws)
+        if e.action == "login.fail"
+    ]
+
+
 def test_totp_is_required_and_replay_is_rejected(workspace: Workspace) -> None:
     add_device(workspace, "laptop-1")
     secret = add_human(workspace, "alice")
     assert secret
-    with pytest.raises(mfa.MfaError):
+    with pytest.raises(accounts.SignInError):
         accounts.authenticate(workspace, "alice", PASSWORD, None, "laptop-1")
     now = utcnow()
     lg = login(workspace, "alice", secret, "laptop-1", at=now)
     accounts.logout(workspace, lg.token)
-    with pytest.raises(mfa.MfaError, match="already used"):
+    with pytest.raises(accounts.SignInError):
         login(workspace, "alice", secret, "laptop-1", at=now)  # the same code again
-    assert "login.fail" in actions(workspace)
+    # The caller learns nothing more; the audit log says what was wrong.
+    reasons = fail_reasons(workspace)
+    assert "second factor is required" in reasons[0]
+    assert "already used" in reasons[1]
+
+
+def test_every_sign_in_failure_says_the_same(workspace: Workspace) -> None:
+    """A right password with a wrong code must read like a wrong password (it would confirm a guess)."""
+    add_device(workspace, "laptop-1")
+    add_human(workspace, "alice")
+    texts = set()
+    for user, password, code in (
+        ("mallory", PASSWORD, "123456"),
+        ("alice", "not the password at all", "123456"),
+        ("alice", PASSWORD, "123456"),
+        ("alice", PASSWORD, None),
+        ("alice", PASSWORD, "aaaaa-bbbbb-ccccc-ddddd"),
+    ):
+        with pytest.raises(WrongPasswordError) as info:
+            accounts.authenticate(workspace, user, password, code, "laptop-1")
+        assert not isinstance(info.value, mfa.MfaError)
+        texts.add((type(info.value), info.value.diagnostics(), info.value.exit_code))
+    assert len(texts) == 1
+    assert len(fail_reasons(workspace)) == 5
 
 
 def test_second_device_on_one_account_is_denied_audited_and_a_finding(workspace: Workspace) -> None:
@@ -186,3 +218,26 @@ def test_impossible_user_names_are_unknown_users(workspace: Workspace, name: str
     add_device(workspace, "laptop-z")
     with pytest.raises(WrongPasswordError):  # the same answer as for any unknown user
         accounts.authenticate(workspace, name, PASSWORD, "000000", "laptop-z")
+
+
+def test_logout_all_ends_every_session_of_the_account_only(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    add_device(workspace, "laptop-2")
+    a = add_human(workspace, "alice")
+    b = add_human(workspace, "bob")
+    t0 = utcnow()
+    first = login(workspace, "alice", a, "laptop-1", at=t0)
+    second = login(workspace, "alice", a, "laptop-1", at=t0 + dt.timedelta(seconds=30))
+    bobs = login(workspace, "bob", b, "laptop-2", at=t0)
+    assert {x.id for x in accounts.list_sessions(workspace, "alice")} == {first.session.id, second.session.id}
+    assert accounts.logout_all(workspace, second.token) == 2
+    for token in (first.token, second.token):
+        with pytest.raises(DeniedError):
+            accounts.resolve_session(workspace, token)
+    assert accounts.resolve_session(workspace, bobs.token).id == bobs.session.id
+    assert accounts.list_sessions(workspace, "alice") == []
+    (event,) = [json.loads(bytes(e.entry)) for e in audit(workspace) if e.action == "logout.all"]
+    assert event["actor"] == "user:alice"
+    assert sorted(event["details"]["sessions"]) == sorted([first.session.id, second.session.id])
+    with pytest.raises(DeniedError):  # an ended session cannot end anything
+        accounts.logout_all(workspace, second.token)

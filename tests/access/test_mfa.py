@@ -9,7 +9,14 @@ from gpaisec.access import accounts, mfa
 from gpaisec.access.models import RecoveryCode, TotpCredential
 from gpaisec.store.base import utcnow
 from gpaisec.workspace import Workspace
-from tests.access.test_accounts import PASSWORD, actions, add_device, add_human, fast_hashes  # noqa: F401
+from tests.access.test_accounts import (  # noqa: F401
+    PASSWORD,
+    actions,
+    add_device,
+    add_human,
+    fail_reasons,
+    fast_hashes,
+)
 
 
 def test_enrol_returns_an_otpauth_uri_and_confirm_needs_a_valid_code(workspace: Workspace) -> None:
@@ -58,8 +65,9 @@ def test_recovery_codes_are_single_use(workspace: Workspace) -> None:
     lg = accounts.authenticate(workspace, "alice", PASSWORD, codes[0].upper(), "laptop-1")
     assert lg.session.mfa_at is not None
     accounts.logout(workspace, lg.token)
-    with pytest.raises(mfa.MfaError, match="recovery code"):
+    with pytest.raises(accounts.SignInError):
         accounts.authenticate(workspace, "alice", PASSWORD, codes[0], "laptop-1")
+    assert "recovery code is wrong or was already used" in fail_reasons(workspace)[-1]
     accounts.authenticate(workspace, "alice", PASSWORD, codes[1], "laptop-1")
 
 

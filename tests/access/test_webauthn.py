@@ -15,14 +15,23 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
-from gpaisec.access import webauthn
+from gpaisec.access import accounts, webauthn
 from gpaisec.access.mfa import MfaError
+from gpaisec.access.mfa import totp_code as mfa_code
 from gpaisec.access.models import WebAuthnChallenge, WebAuthnCredential
-from gpaisec.errors import InputError
+from gpaisec.access.ratelimit import ThrottledError
+from gpaisec.errors import ConflictError, DeniedError, InputError, NotFoundError
 from gpaisec.store.base import utcnow
 from gpaisec.weights.models import Finding
 from gpaisec.workspace import Workspace
-from tests.access.test_accounts import actions, add_human, audit, fast_hashes  # noqa: F401
+from tests.access.test_accounts import (  # noqa: F401
+    PASSWORD,
+    actions,
+    add_device,
+    add_human,
+    audit,
+    fast_hashes,
+)
 
 RP_ID = "gpaisec.example"
 RP_NAME = "gpaisec"
@@ -47,6 +56,7 @@ class SoftAuthenticator:
         self.credential_id = os.urandom(32)
         self.aaguid = bytes(16)
         self.counter = 0
+        self.user_handle: bytes | None = None  # kept from create(), as a passkey (resident key) does
 
     def _cose_key(self) -> bytes:
         numbers = self.key.public_key().public_numbers()
@@ -67,6 +77,8 @@ class SoftAuthenticator:
 
     def create(self, options_json: str, *, origin: str = ORIGIN, flags: int = UP | UV | AT) -> str:
         """The response of navigator.credentials.create(), as the browser would send it."""
+        user = json.loads(options_json)["user"]
+        self.user_handle = unb64url(user["id"])
         client_data = self._client_data("webauthn.create", options_json, origin)
         attested = (
             self.aaguid + len(self.credential_id).to_bytes(2, "big") + self.credential_id + self._cose_key()
@@ -95,13 +107,16 @@ class SoftAuthenticator:
         flags: int = UP | UV,
         counter: int | None = None,
         key: ec.EllipticCurvePrivateKey | None = None,
+        user_handle: bytes | None = None,
     ) -> str:
         """The response of navigator.credentials.get(): a signature over authData || sha256(clientData)."""
         allowed = [c["id"] for c in json.loads(options_json).get("allowCredentials", [])]
-        assert b64url(self.credential_id) in allowed
+        # An empty list asks for a discoverable credential (a passkey) of the RP, which names its user.
+        assert b64url(self.credential_id) in allowed or (not allowed and self.user_handle is not None)
         if counter is None:
             self.counter += 1
             counter = self.counter
+        user_handle = user_handle or self.user_handle
         client_data = self._client_data("webauthn.get", options_json, origin)
         auth_data = self._auth_data(flags, counter)
         signature = (key or self.key).sign(
@@ -116,6 +131,7 @@ class SoftAuthenticator:
                     "clientDataJSON": b64url(client_data),
                     "authenticatorData": b64url(auth_data),
                     "signature": b64url(signature),
+                    **({"userHandle": b64url(user_handle)} if user_handle else {}),
                 },
                 "clientExtensionResults": {},
             }
@@ -342,3 +358,194 @@ def test_challenges_expire_after_five_minutes(workspace: Workspace) -> None:
             now=t0 + dt.timedelta(minutes=6),
         )
     assert stored(workspace).last_used_at is None
+
+
+# --- passkeys at sign-in, step-up, and a person's own passkeys ---------------------------------------
+
+RP = webauthn.RelyingParty(rp_id=RP_ID, origin=ORIGIN, name=RP_NAME)
+
+
+def with_passkey(ws: Workspace, username: str, *, totp: bool = False) -> SoftAuthenticator:
+    add_human(ws, username, totp=totp)
+    device = SoftAuthenticator()
+    register(ws, username, device)
+    return device
+
+
+def passkey_login(
+    ws: Workspace, username: str, device: SoftAuthenticator, laptop: str, password: str = PASSWORD, **kw: Any
+) -> accounts.Login:
+    options = webauthn.begin_sign_in(ws, username, password, rp_id=RP_ID)
+    assertion = webauthn.Assertion(device.get(options, **kw), RP)
+    return accounts.authenticate(ws, username, password, assertion, laptop)
+
+
+def challenges(ws: Workspace) -> int:
+    with ws.reader() as s:
+        return len(s.scalars(select(WebAuthnChallenge)).all())
+
+
+def test_sign_in_with_a_passkey_instead_of_a_code(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    device = with_passkey(workspace, "alice")
+    options = json.loads(webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID))
+    assert options["allowCredentials"] == []  # names no credential: nothing to learn before the finish
+    assert options["userVerification"] == "required"
+    assert options["rpId"] == RP_ID
+    lg = passkey_login(workspace, "alice", device, "laptop-1")
+    assert lg.session.mfa_at is not None
+    logins = [json.loads(bytes(e.entry))["details"] for e in audit(workspace) if e.action == "login"]
+    assert logins[-1]["factor"] == "webauthn"
+    assert stored(workspace).sign_count == 1  # the signature counter moved on
+    assert challenges(workspace) == 0
+
+
+def test_a_passkey_only_account_cannot_sign_in_without_it(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    with_passkey(workspace, "alice")
+    with pytest.raises(accounts.SignInError):
+        accounts.authenticate(workspace, "alice", PASSWORD, None, "laptop-1")
+    with pytest.raises(accounts.SignInError):
+        accounts.authenticate(workspace, "alice", PASSWORD, "123456", "laptop-1")
+
+
+def test_begin_answers_alike_and_keeps_a_challenge_only_for_the_right_password(workspace: Workspace) -> None:
+    with_passkey(workspace, "alice")
+    add_human(workspace, "bob", totp=True)  # right password, but no passkey
+    base = challenges(workspace)
+    shapes = []
+    for user, password in (
+        ("mallory", PASSWORD),
+        ("alice", "not the password at all"),
+        ("bob", PASSWORD),
+        ("ali\x00ce", PASSWORD),
+    ):
+        options = json.loads(webauthn.begin_sign_in(workspace, user, password, rp_id=RP_ID))
+        shapes.append({k: (v if k != "challenge" else len(v)) for k, v in options.items()})
+        assert challenges(workspace) == base
+    right = json.loads(webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID))
+    shapes.append({k: (v if k != "challenge" else len(v)) for k, v in right.items()})
+    assert all(shape == shapes[0] for shape in shapes)
+    assert challenges(workspace) == base + 1
+    fails = [json.loads(bytes(e.entry))["details"] for e in audit(workspace) if e.action == "login.fail"]
+    assert [f["via"] for f in fails] == ["webauthn"] * 3  # mallory, alice's wrong password, the NUL name
+
+
+def test_every_passkey_sign_in_failure_says_the_same(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    device = with_passkey(workspace, "alice")
+    other = with_passkey(workspace, "bob")
+    texts = set()
+
+    def fail(user: str, password: str, response: str) -> None:
+        with pytest.raises(accounts.SignInError) as info:
+            accounts.authenticate(workspace, user, password, webauthn.Assertion(response, RP), "laptop-1")
+        texts.add(info.value.diagnostics())
+        accounts.throttle(workspace).reset_account(user)  # more cases than free attempts
+
+    options = webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
+    good = device.get(options)
+    fail("mallory", PASSWORD, good)  # unknown user
+    fail("alice", "not the password at all", good)  # wrong password: its challenge is gone too
+    fail("alice", PASSWORD, good)  # so even the right password cannot reuse the response
+    options = webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
+    fail("alice", PASSWORD, device.get(options, flags=UP))  # user not verified
+    options = webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
+    fail("alice", PASSWORD, other.get(options))  # bob's passkey for alice's sign-in
+    options = webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
+    fail("alice", PASSWORD, device.get(options, user_handle=b"acc_somebody_else"))
+    fail("alice", PASSWORD, "{not json")
+    assert len(texts) == 1
+    assert stored_for(workspace, "alice").last_used_at is None
+
+
+def stored_for(ws: Workspace, username: str) -> WebAuthnCredential:
+    with ws.reader() as s:
+        account = accounts.get_account(s, username)
+        row = s.scalars(select(WebAuthnCredential).where(WebAuthnCredential.account_id == account.id)).one()
+        s.expunge(row)
+        return row
+
+
+def test_begin_is_throttled_for_everyone_alike(workspace: Workspace) -> None:
+    with_passkey(workspace, "alice")
+    for i in range(webauthn.BEGIN_ACCOUNT_POLICY.free_attempts):
+        password = PASSWORD if i % 2 else "not the password at all"
+        webauthn.begin_sign_in(workspace, "alice", password, rp_id=RP_ID)
+    with pytest.raises(ThrottledError):
+        webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
+    # The sign-in's own counters were not touched: a begin is not a failed sign-in.
+    accounts.throttle(workspace).check("alice", "local")
+
+
+def test_step_up_with_a_passkey(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    device = with_passkey(workspace, "alice")
+    lg = passkey_login(workspace, "alice", device, "laptop-1")
+    later = utcnow() + dt.timedelta(minutes=10)
+    options = json.loads(webauthn.begin_step_up(workspace, lg.token, rp_id=RP_ID, now=later))
+    assert [c["id"] for c in options["allowCredentials"]] == [b64url(device.credential_id)]
+    response = device.get(json.dumps(options))
+    sess = accounts.step_up(workspace, lg.token, webauthn.Assertion(response, RP), now=later)
+    assert sess.mfa_at == later
+    with pytest.raises(MfaError):  # the same response again: its challenge was taken
+        accounts.step_up(workspace, lg.token, webauthn.Assertion(response, RP), now=later)
+    assert "session.mfa.fail" in actions(workspace)
+
+
+def test_registering_a_passkey_needs_a_fresh_second_factor(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    secret = add_human(workspace, "alice")
+    assert secret
+    t0 = utcnow()
+    lg = accounts.authenticate(workspace, "alice", PASSWORD, mfa_code(secret, t0), "laptop-1", now=t0)
+    device = SoftAuthenticator()
+    stale = t0 + webauthn.FRESH_MFA + dt.timedelta(seconds=1)
+    with pytest.raises(DeniedError, match="second factor confirmed in the last 5 minutes"):
+        webauthn.begin_passkey_registration(workspace, lg.token, RP, now=stale)
+    assert "mfa.webauthn.register.denied" in actions(workspace)
+    options = json.loads(webauthn.begin_passkey_registration(workspace, lg.token, RP, now=t0))
+    assert options["authenticatorSelection"]["residentKey"] == "required"
+    passkey = webauthn.finish_passkey_registration(
+        workspace, lg.token, device.create(json.dumps(options)), RP, now=t0
+    )
+    (listed,) = webauthn.list_passkeys(workspace, "alice")
+    assert listed.id == passkey
+    assert listed.last_used_at is None
+    assert "mfa.webauthn.register" in actions(workspace)
+
+
+def test_removing_passkeys_never_removes_the_last_factor(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    first = with_passkey(workspace, "alice")
+    lg = passkey_login(workspace, "alice", first, "laptop-1")
+    second = SoftAuthenticator()
+    p2 = webauthn.finish_passkey_registration(
+        workspace, lg.token, second.create(webauthn.begin_passkey_registration(workspace, lg.token, RP)), RP
+    )
+    p1 = next(p.id for p in webauthn.list_passkeys(workspace, "alice") if p.id != p2)
+    with pytest.raises(NotFoundError):
+        webauthn.remove_passkey(workspace, lg.token, "wan_not_mine")
+    webauthn.remove_passkey(workspace, lg.token, p1)
+    assert [p.id for p in webauthn.list_passkeys(workspace, "alice")] == [p2]
+    with pytest.raises(ConflictError, match="only second factor"):
+        webauthn.remove_passkey(workspace, lg.token, p2)
+    assert "mfa.webauthn.remove" in actions(workspace)
+    assert "mfa.webauthn.remove.denied" in actions(workspace)
+    # Stale: even a removal that would be allowed needs a fresh second factor.
+    later = utcnow() + webauthn.FRESH_MFA + dt.timedelta(minutes=1)
+    with pytest.raises(DeniedError, match="second factor confirmed"):
+        webauthn.remove_passkey(workspace, lg.token, p2, now=later)
+
+
+def test_another_persons_passkey_cannot_be_removed(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    add_device(workspace, "laptop-2")
+    alice = with_passkey(workspace, "alice", totp=True)
+    bob = with_passkey(workspace, "bob", totp=True)
+    passkey_login(workspace, "alice", alice, "laptop-1")
+    lg_bob = passkey_login(workspace, "bob", bob, "laptop-2")
+    (alices,) = webauthn.list_passkeys(workspace, "alice")
+    with pytest.raises(NotFoundError):
+        webauthn.remove_passkey(workspace, lg_bob.token, alices.id)
+    assert len(webauthn.list_passkeys(workspace, "alice")) == 1

@@ -10,8 +10,9 @@ Signing in (:func:`authenticate`), each step with its own failure:
    password work (:class:`~gpaisec.access.ratelimit.ThrottledError`).
 2. Password: verified against the account's argon2id hash; an unknown or disabled account does the
    same work on a dummy hash, and both fail with the same :class:`WrongPasswordError`.
-3. Second factor: an account with a confirmed authenticator must give a TOTP code (replay-protected)
-   or a recovery code (:class:`~gpaisec.access.mfa.MfaError`).
+3. Second factor: an account with a confirmed authenticator or a passkey must give a TOTP code
+   (replay-protected), a recovery code, or a passkey's assertion (:class:`~gpaisec.access.mfa.MfaError`;
+   see :mod:`gpaisec.access.webauthn` for beginning a passkey sign-in).
 4. Device: the session binds to a registered, unrevoked device key of a registered device.
 5. No sharing: the account must not be active on another device, and the device must not be in use
    by another account. Either is refused, audited and opens a finding (shared_account,
@@ -19,13 +20,19 @@ Signing in (:func:`authenticate`), each step with its own failure:
 6. The session is created with a random token (returned once, stored hashed); ``mfa_at`` records
    when the second factor was checked.
 
+Steps 2 and 3 fail with one :class:`SignInError` (what was wrong is in the audit log only): telling
+a wrong password from a wrong second factor would confirm a guessed password.
+
 A refusal is audited in a transaction of its own, since the operation's transaction rolls back.
+
+:func:`logout_all` ("sign out everywhere") ends every live session of an account, audited.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -50,7 +57,7 @@ from gpaisec.access.passwords import (
     verify_dummy,
     verify_password,
 )
-from gpaisec.access.ratelimit import AttemptRecord, Throttle
+from gpaisec.access.ratelimit import ACCOUNT_POLICY, SOURCE_POLICY, AttemptRecord, BackoffPolicy, Throttle
 from gpaisec.audit.service import record
 from gpaisec.errors import ConflictError, DeniedError, GpaisecError, InputError, NotFoundError
 from gpaisec.store.base import new_id, utcnow
@@ -63,11 +70,14 @@ __all__ = [
     "SCOPES",
     "Login",
     "Refusal",
+    "SessionInfo",
+    "SignInError",
     "add_person",
     "add_service_account",
     "add_user",
     "authenticate",
     "authenticate_token",
+    "check_sign_in_password",
     "disable_account",
     "enrol_device_key",
     "get_account",
@@ -76,7 +86,10 @@ __all__ = [
     "issue_token",
     "list_accounts",
     "list_people",
+    "list_sessions",
     "logout",
+    "logout_all",
+    "plausible_username",
     "resolve_session",
     "set_person",
     "step_up",
@@ -588,11 +601,35 @@ def _throttle_key(ws: Workspace) -> bytes:
     return path.read_bytes()
 
 
-def throttle(ws: Workspace) -> Throttle:
-    return Throttle(DatabaseAttemptStore(ws), key_secret=_throttle_key(ws))
+def throttle(
+    ws: Workspace,
+    *,
+    purpose: str = "",
+    account_policy: BackoffPolicy = ACCOUNT_POLICY,
+    source_policy: BackoffPolicy = SOURCE_POLICY,
+) -> Throttle:
+    """The sign-in throttle; another ``purpose`` gets counters of its own (a key derived from the same
+    secret)."""
+    key = _throttle_key(ws)
+    if purpose:
+        key = hmac.new(key, purpose.encode(), hashlib.sha256).digest()
+    return Throttle(
+        DatabaseAttemptStore(ws), key_secret=key, account_policy=account_policy, source_policy=source_policy
+    )
 
 
 # --- sign-in ---------------------------------------------------------------------------------------
+
+
+class SignInError(WrongPasswordError):
+    """Sign-in failed: one error for an unknown user, a wrong password and a wrong second factor."""
+
+    def __init__(self) -> None:
+        GpaisecError.__init__(
+            self,
+            "sign-in failed: the user name, password or second factor is wrong",
+            hint="check them and try again; each further failure makes the wait before the next try longer",
+        )
 
 
 @dataclass(frozen=True)
@@ -603,55 +640,86 @@ class Login:
     token: str
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """A live session as its person sees it (no token, no hash)."""
+
+    id: str
+    device: str
+    source: str
+    created_at: dt.datetime
+    last_seen_at: dt.datetime
+    mfa_at: dt.datetime | None
+    expires_at: dt.datetime
+
+
 def _active_sessions(s: DBSession, now: dt.datetime) -> Any:
     return select(Session).where(Session.revoked_at.is_(None), Session.expires_at > now)
+
+
+def plausible_username(username: str) -> bool:
+    """False for a name no account can have (control characters, NUL, absurd length).
+
+    Such a name is an unknown account: it never reaches the database (PostgreSQL rejects NUL with an
+    error) and costs the same dummy work.
+    """
+    return 0 < len(username) <= 200 and not any(ord(c) < 32 or ord(c) == 127 for c in username)
+
+
+def check_sign_in_password(s: DBSession, username: str, password: str, *, details: dict[str, Any]) -> Account:
+    """Step 2 of signing in, in the caller's transaction: the enabled human account, or a
+    :class:`Refusal` (``login.fail``) holding :class:`WrongPasswordError` after the same work."""
+    account = (
+        s.scalars(select(Account).where(Account.username == username, Account.kind == "human")).first()
+        if plausible_username(username)
+        else None
+    )
+    obj = f"account:{account.username}" if account is not None else "account:?"  # never echo what was typed
+    try:
+        if account is None or account.password_hash is None:
+            verify_dummy(password, params=HASH_PARAMS)
+        verify_password(account.password_hash, password)
+        if account.disabled_at is not None:
+            raise WrongPasswordError()
+    except WrongPasswordError as exc:
+        raise Refusal(exc, action="login.fail", object=obj, details={**details, "step": "password"}) from None
+    return account
 
 
 def authenticate(
     ws: Workspace,
     username: str,
     password: str,
-    totp_code: str | None,
+    second_factor: str | mfa.SecondFactor | None,
     device: str,
     *,
     source: str = "local",
     now: dt.datetime | None = None,
 ) -> Login:
-    """Sign in; see the module docstring for the steps. Returns the session and its token."""
+    """Sign in; see the module docstring for the steps. Returns the session and its token.
+
+    ``second_factor`` is a one-time or recovery code, or a passkey's assertion
+    (:class:`gpaisec.access.webauthn.Assertion`). Every failure of steps 2-3 is one :class:`SignInError`.
+    """
     now = now or utcnow()
     gate = throttle(ws)
     # Step 1: throttle, before any password work.
     gate.check(username, source)
-
-    # A name no account can have (control characters, NUL, absurd length) is an unknown account: it never
-    # reaches the database (PostgreSQL rejects NUL with an error) and costs the same dummy work.
-    plausible = 0 < len(username) <= 200 and not any(ord(c) < 32 or ord(c) == 127 for c in username)
+    # A passkey's challenge is taken away now, in a transaction of its own: one try per challenge.
+    if second_factor is not None and not isinstance(second_factor, str):
+        second_factor.claim(ws, username, now)
 
     def sign_in(s: DBSession) -> Login:
-        account = (
-            s.scalars(select(Account).where(Account.username == username, Account.kind == "human")).first()
-            if plausible
-            else None
-        )
-        obj = (
-            f"account:{account.username}" if account is not None else "account:?"
-        )  # never echo what was typed
         # Step 2: password (dummy work for an unknown account; the same error either way).
-        try:
-            if account is None or account.password_hash is None:
-                verify_dummy(password, params=HASH_PARAMS)
-            verify_password(account.password_hash, password)
-            if account.disabled_at is not None:
-                raise WrongPasswordError()
-        except WrongPasswordError as exc:
-            raise Refusal(exc, action="login.fail", object=obj, details={"source": source}) from None
+        account = check_sign_in_password(s, username, password, details={"source": source})
+        obj = f"account:{account.username}"
         # Step 3: second factor.
         mfa_at: dt.datetime | None = None
         if mfa.is_enrolled(s, account.id):
             try:
-                if not totp_code:
-                    raise mfa.MfaError("a one-time code is required for this account")
-                factor = mfa.verify_second_factor(s, account, totp_code, now)
+                if not second_factor:
+                    raise mfa.MfaError("a second factor is required for this account")
+                factor = mfa.verify_second_factor(s, account, second_factor, now)
             except mfa.MfaError as exc:
                 raise Refusal(
                     exc, action="login.fail", object=obj, details={"source": source, "step": "mfa"}
@@ -749,7 +817,7 @@ def authenticate(
         login = guarded(ws, "anonymous", sign_in)
     except (WrongPasswordError, mfa.MfaError):
         gate.record_failure(username, source)
-        raise
+        raise SignInError() from None
     gate.record_success(username, source)
     return login
 
@@ -775,11 +843,16 @@ def resolve_session(ws: Workspace, token: str, *, now: dt.datetime | None = None
     return sess
 
 
-def step_up(ws: Workspace, token: str, code: str, *, now: dt.datetime | None = None) -> Session:
-    """Check a fresh second factor for a live session and record its time (``mfa_at``)."""
+def step_up(
+    ws: Workspace, token: str, code: str | mfa.SecondFactor, *, now: dt.datetime | None = None
+) -> Session:
+    """Check a fresh second factor (a code or a passkey's assertion) for a live session and record
+    its time (``mfa_at``)."""
     now = now or utcnow()
     sess = resolve_session(ws, token, now=now)
     username = sess.account.username
+    if not isinstance(code, str):
+        code.claim(ws, username, now)
 
     def check(s: DBSession) -> Session:
         row = s.get(Session, sess.id)
@@ -813,3 +886,55 @@ def logout(ws: Workspace, token: str) -> None:
         record(
             s, actor=f"user:{name}", action="logout", object=f"account:{name}", details={"session": sess.id}
         )
+
+
+def logout_all(ws: Workspace, token: str, *, now: dt.datetime | None = None) -> int:
+    """Sign out everywhere: end every live session of the account of ``token`` (this one too).
+
+    Returns how many sessions ended; one audit event names them. An unknown or ended ``token`` is
+    refused, as for any signed-in operation.
+    """
+    now = now or utcnow()
+    sess = resolve_session(ws, token, now=now)
+    username = sess.account.username
+    with ws.transaction() as s:
+        account = get_account(s, username)
+        ended = list(s.scalars(_active_sessions(s, now).where(Session.account_id == account.id)))
+        for row in ended:
+            row.revoked_at = now
+        record(
+            s,
+            actor=f"user:{username}",
+            action="logout.all",
+            object=f"account:{username}",
+            details={"sessions": sorted(x.id for x in ended)},
+        )
+    return len(ended)
+
+
+def list_sessions(ws: Workspace, username: str, *, now: dt.datetime | None = None) -> list[SessionInfo]:
+    """The live sessions of ``username``, newest first."""
+    now = now or utcnow()
+    with ws.reader() as s:
+        account = get_account(s, username)
+        rows = s.scalars(
+            _active_sessions(s, now)
+            .where(Session.account_id == account.id)
+            .options(selectinload(Session.device_key))
+            .order_by(Session.created_at.desc())
+        )
+        out = []
+        for row in rows:
+            dev = s.get(Device, row.device_key.device_id)
+            out.append(
+                SessionInfo(
+                    id=row.id,
+                    device=dev.name if dev is not None else "?",
+                    source=row.source,
+                    created_at=row.created_at,
+                    last_seen_at=row.last_seen_at,
+                    mfa_at=row.mfa_at,
+                    expires_at=row.expires_at,
+                )
+            )
+        return out

@@ -18,8 +18,10 @@ space is infeasible, so a slow hash adds nothing); each works once.
 
 The TOTP seed is stored in the database as it is, because the verifier needs it; protecting the
 database (or sealing the seed under a workspace key) is the remaining defence. WebAuthn/passkeys
-(phishing-resistant, the better factor) are registered and verified by :mod:`gpaisec.access.webauthn`,
-but sign-in (:func:`verify_second_factor`) does not offer them yet.
+(phishing-resistant, the better factor) are registered and verified by :mod:`gpaisec.access.webauthn`;
+sign-in and step-up take a passkey's assertion as a :class:`SecondFactor` through
+:func:`verify_second_factor`. An account with a confirmed TOTP authenticator or any passkey is
+enrolled: it cannot sign in without a second factor.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from typing import Protocol
 
 import pyotp
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gpaisec.access.models import Account, RecoveryCode, TotpCredential
+from gpaisec.access.models import Account, RecoveryCode, TotpCredential, WebAuthnCredential
 from gpaisec.audit.service import record
 from gpaisec.errors import ConflictError, DeniedError, NotFoundError
 from gpaisec.store.base import new_id, utcnow
@@ -45,6 +48,7 @@ __all__ = [
     "RECOVERY_CODES",
     "STEP_SECONDS",
     "MfaError",
+    "SecondFactor",
     "confirm_totp",
     "enrol_totp",
     "is_enrolled",
@@ -69,6 +73,22 @@ class MfaError(DeniedError):
 
     def __init__(self, message: str = "the one-time code is wrong, expired or was already used") -> None:
         super().__init__(message, hint="wait for the next code of your authenticator app and try again")
+
+
+class SecondFactor(Protocol):
+    """A second factor other than a typed code: a passkey's assertion
+    (:class:`gpaisec.access.webauthn.Assertion`).
+
+    ``claim`` runs before the sign-in's transaction, in transactions of its own (it takes away what
+    must be single use, whatever happens next); ``verify`` runs inside it and returns the factor's
+    name, or raises :class:`MfaError`.
+    """
+
+    kind: str
+
+    def claim(self, ws: Workspace, username: str, now: dt.datetime) -> None: ...
+
+    def verify(self, s: Session, account: Account, now: dt.datetime) -> str: ...
 
 
 def _step(now: dt.datetime) -> int:
@@ -111,8 +131,14 @@ def _new_recovery_codes(s: Session, account_id: str, now: dt.datetime) -> list[s
 
 
 def is_enrolled(s: Session, account_id: str) -> bool:
+    """True if the account has a confirmed TOTP authenticator or a passkey: it needs a second factor."""
     cred = s.get(TotpCredential, account_id)
-    return cred is not None and cred.confirmed_at is not None
+    if cred is not None and cred.confirmed_at is not None:
+        return True
+    passkey = s.scalars(
+        select(WebAuthnCredential.id).where(WebAuthnCredential.account_id == account_id)
+    ).first()
+    return passkey is not None
 
 
 def verify_totp(cred: TotpCredential, code: str, now: dt.datetime) -> int:
@@ -152,11 +178,16 @@ def use_recovery_code(s: Session, account_id: str, code: str, now: dt.datetime) 
     hit.used_at = now
 
 
-def verify_second_factor(s: Session, account: Account, code: str, now: dt.datetime) -> str:
-    """A TOTP code, or a recovery code, for an enrolled account. Returns "totp" or "recovery"."""
+def verify_second_factor(s: Session, account: Account, code: str | SecondFactor, now: dt.datetime) -> str:
+    """A TOTP code, a recovery code or another :class:`SecondFactor` (a passkey's assertion).
+
+    Returns "totp", "recovery" or the other factor's name ("webauthn").
+    """
+    if not isinstance(code, str):
+        return code.verify(s, account, now)
     cred = s.get(TotpCredential, account.id)
     if cred is None or cred.confirmed_at is None:
-        raise MfaError("no second factor is enrolled for this account")
+        raise MfaError("no one-time code authenticator is enrolled for this account")
     if len(_normalise_recovery(code)) == 20:
         use_recovery_code(s, account.id, code, now)
         return "recovery"

@@ -24,15 +24,33 @@ Every finish is audited (``mfa.webauthn.register``/``mfa.webauthn.authenticate``
 ``.denied`` and the reason); a refusal raises :class:`WebAuthnError`, a :class:`~gpaisec.access.mfa.MfaError`.
 Only public material is stored (credential ids, COSE public keys, counters).
 
-:func:`begin_authentication` lists an account's credential ids: call it only after the password step,
-as the sign-in does for TOTP. Not yet wired into :func:`gpaisec.access.accounts.authenticate`, the
-API or the CLI.
+Signing in with a passkey (:func:`begin_sign_in`, then :func:`gpaisec.access.accounts.authenticate`
+with an :class:`Assertion` as the second factor), each step with its own failure:
+
+1. Throttle: the sign-in throttle is checked first (429 for everyone alike); every begin also counts
+   in a begin-only throttle, whatever its outcome, so that beginning costs the caller the same
+   whether the password was right or not.
+2. Password: checked (argon2id; dummy work for an unknown account) *before* any challenge is stored.
+3. The answer is always request options with a fresh random challenge and an empty
+   ``allowCredentials`` (passkeys are discoverable credentials): the same shape for an unknown user,
+   a wrong password and a right one. Only for a right password of an account with a passkey is the
+   challenge kept; otherwise it is thrown away, and the finish fails like any other failure.
+4. Finishing is an ordinary sign-in (password again, then the assertion instead of a one-time
+   code, then device and sharing checks); the assertion's challenge is taken away before anything
+   is verified, so a response is good for one try.
+
+A signed-in person registers and removes their own passkeys (:func:`begin_passkey_registration`,
+:func:`finish_passkey_registration`, :func:`remove_passkey`) only with a second factor confirmed in
+the last :data:`FRESH_MFA` (refusals audited), and never removes their last second factor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hmac
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -54,27 +72,41 @@ from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     AuthenticatorTransport,
     PublicKeyCredentialDescriptor,
+    PublicKeyCredentialRequestOptions,
     RegistrationCredential,
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
 
+from gpaisec.access import accounts
 from gpaisec.access.accounts import Refusal, get_account, guarded
 from gpaisec.access.mfa import MfaError
-from gpaisec.access.models import Account, WebAuthnChallenge, WebAuthnCredential
+from gpaisec.access.models import Account, Session, TotpCredential, WebAuthnChallenge, WebAuthnCredential
+from gpaisec.access.passwords import WrongPasswordError
+from gpaisec.access.ratelimit import BackoffPolicy, Throttle
 from gpaisec.audit.service import record
-from gpaisec.errors import DeniedError, InputError
+from gpaisec.errors import ConflictError, DeniedError, InputError, NotFoundError
 from gpaisec.store.base import new_id, utcnow
 from gpaisec.workspace import Workspace
 
 __all__ = [
     "ALGORITHMS",
     "CHALLENGE_LIFETIME",
+    "FRESH_MFA",
+    "Assertion",
+    "Passkey",
+    "RelyingParty",
     "WebAuthnError",
     "begin_authentication",
+    "begin_passkey_registration",
     "begin_registration",
+    "begin_sign_in",
+    "begin_step_up",
     "finish_authentication",
+    "finish_passkey_registration",
     "finish_registration",
+    "list_passkeys",
+    "remove_passkey",
 ]
 
 CHALLENGE_LIFETIME = dt.timedelta(minutes=5)
@@ -88,6 +120,26 @@ ALGORITHMS = [
 _TRANSPORTS = {t.value for t in AuthenticatorTransport}
 REGISTER = "register"
 AUTHENTICATE = "authenticate"
+# Registering or removing a passkey needs a second factor confirmed this recently.
+FRESH_MFA = dt.timedelta(minutes=5)
+# Beginning a passkey sign-in costs a password hash: bounded per account name and per source, and
+# counted for every begin alike (a right password must not cost less than a wrong one).
+BEGIN_ACCOUNT_POLICY = BackoffPolicy(
+    free_attempts=10,
+    base_delay=1.0,
+    max_delay=300.0,
+    lockout_after=50,
+    lockout_seconds=3600.0,
+    forgive_every=60.0,
+)
+BEGIN_SOURCE_POLICY = BackoffPolicy(
+    free_attempts=60,
+    base_delay=1.0,
+    max_delay=300.0,
+    lockout_after=100,
+    lockout_seconds=3600.0,
+    forgive_every=10.0,
+)
 
 T = TypeVar("T")
 
@@ -95,10 +147,36 @@ T = TypeVar("T")
 class WebAuthnError(MfaError):
     """A WebAuthn response was refused (wrong, expired, replayed, unverified or from a cloned key)."""
 
-    def __init__(self, message: str = "the security key's response was refused") -> None:
+    def __init__(
+        self, message: str = "the security key's response was refused", *, credential: str | None = None
+    ) -> None:
         DeniedError.__init__(
             self, message, hint="start again and confirm on your security key with its PIN or biometric"
         )
+        self.credential = credential
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    """Who the passkeys are for: the RP ID (a domain) and the one origin the browser must report."""
+
+    rp_id: str
+    origin: str
+    name: str = "gpaisec"
+
+    def __post_init__(self) -> None:
+        _check_origin(self.origin, self.rp_id)
+
+
+@dataclass(frozen=True)
+class Passkey:
+    """What a person sees of one of their passkeys (public data only)."""
+
+    id: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    transports: tuple[str, ...]
+    sign_count: int
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -162,6 +240,14 @@ def _take_challenge(ws: Workspace, username: str, purpose: str, now: dt.datetime
     return challenge
 
 
+def _drop_challenge(s: DBSession, account_id: str, purpose: str) -> None:
+    s.execute(
+        delete(WebAuthnChallenge).where(
+            WebAuthnChallenge.account_id == account_id, WebAuthnChallenge.purpose == purpose
+        )
+    )
+
+
 def _finish(
     ws: Workspace,
     username: str,
@@ -213,7 +299,7 @@ def begin_registration(
             timeout=TIMEOUT_MS,
             attestation=AttestationConveyancePreference.NONE,
             authenticator_selection=AuthenticatorSelectionCriteria(
-                resident_key=ResidentKeyRequirement.DISCOURAGED,
+                resident_key=ResidentKeyRequirement.REQUIRED,  # passkeys: sign-in lists no ids
                 user_verification=UserVerificationRequirement.REQUIRED,
             ),
             exclude_credentials=[PublicKeyCredentialDescriptor(id=c) for c in existing],
@@ -291,31 +377,121 @@ def finish_registration(
     return _finish(ws, username, REGISTER, action, now, check)
 
 
-# --- authentication --------------------------------------------------------------------------------
+# --- authentication ------------------------------------------------------------------------------
+
+
+def _request_options(rp_id: str, creds: list[WebAuthnCredential]) -> PublicKeyCredentialRequestOptions:
+    return generate_authentication_options(
+        rp_id=rp_id,
+        timeout=TIMEOUT_MS,
+        allow_credentials=[
+            PublicKeyCredentialDescriptor(
+                id=c.credential_id,
+                transports=[AuthenticatorTransport(t) for t in c.transports if t in _TRANSPORTS],
+            )
+            for c in creds
+        ],
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
+
+
+def _credentials(s: DBSession, account_id: str) -> list[WebAuthnCredential]:
+    return list(
+        s.scalars(
+            select(WebAuthnCredential)
+            .where(WebAuthnCredential.account_id == account_id)
+            .order_by(WebAuthnCredential.created_at)
+        )
+    )
 
 
 def begin_authentication(ws: Workspace, username: str, *, rp_id: str, now: dt.datetime | None = None) -> str:
-    """Start a WebAuthn sign-in for ``username``; returns the request options for the browser (JSON)."""
+    """Start a WebAuthn ceremony for ``username``; returns the request options for the browser (JSON).
+
+    The options list the account's credentials: call it only for someone who has already proven who
+    they are (a signed-in session's step-up); sign-in uses :func:`begin_sign_in`.
+    """
     now = now or utcnow()
     with ws.transaction() as s:
         account = _human(s, username)
-        creds = list(s.scalars(select(WebAuthnCredential).where(WebAuthnCredential.account_id == account.id)))
+        creds = _credentials(s, account.id)
         if not creds:
             raise WebAuthnError(f"{username} has no security key registered")
-        options = generate_authentication_options(
-            rp_id=rp_id,
-            timeout=TIMEOUT_MS,
-            allow_credentials=[
-                PublicKeyCredentialDescriptor(
-                    id=c.credential_id,
-                    transports=[AuthenticatorTransport(t) for t in c.transports if t in _TRANSPORTS],
-                )
-                for c in creds
-            ],
-            user_verification=UserVerificationRequirement.REQUIRED,
-        )
+        options = _request_options(rp_id, creds)
         _new_challenge(s, account.id, AUTHENTICATE, options.challenge, now)
     return options_to_json(options)
+
+
+def _verify_assertion(
+    s: DBSession,
+    account: Account,
+    response_json: str,
+    challenge: bytes,
+    *,
+    rp_id: str,
+    origin: str,
+    now: dt.datetime,
+) -> WebAuthnCredential:
+    """Check an assertion in the caller's transaction; raises :class:`WebAuthnError`, or a
+    :class:`Refusal` with a ``cloned_authenticator`` finding when the counter went backwards."""
+    try:
+        credential: AuthenticationCredential = parse_authentication_credential_json(response_json)
+    except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
+        raise WebAuthnError(f"the authentication response was refused: {exc}") from None
+    row = s.scalars(
+        select(WebAuthnCredential).where(
+            WebAuthnCredential.account_id == account.id,
+            WebAuthnCredential.credential_id == credential.raw_id,
+        )
+    ).first()
+    if row is None:
+        raise WebAuthnError("the security key is not registered for this account")
+    # A discoverable credential names its user: it must be this account (py_webauthn does not check).
+    handle = credential.response.user_handle
+    if handle is not None and not hmac.compare_digest(handle, account.id.encode()):
+        raise WebAuthnError("the security key belongs to another account", credential=row.id)
+    try:
+        # The counter is checked below, after the signature, so that a regression is told apart.
+        verified = verify_authentication_response(
+            credential=credential,
+            expected_challenge=challenge,
+            expected_rp_id=rp_id,
+            expected_origin=origin,
+            credential_public_key=row.public_key,
+            credential_current_sign_count=0,
+            require_user_verification=True,
+        )
+    except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
+        raise WebAuthnError(f"the authentication response was refused: {exc}", credential=row.id) from None
+    if not verified.user_verified:  # also checked by py_webauthn; kept explicit
+        raise WebAuthnError("the user was not verified", credential=row.id)
+    new, old = verified.new_sign_count, row.sign_count
+    if (new > 0 or old > 0) and new <= old:
+        raise Refusal(
+            WebAuthnError("the security key's signature counter did not increase: it may have been cloned"),
+            action="mfa.webauthn.authenticate.denied",
+            object=f"account:{account.username}",
+            details={"credential": row.id, "sign_count": new, "stored_sign_count": old},
+            finding={
+                "kind": "cloned_authenticator",
+                "severity": "high",
+                "summary": (
+                    f"security key {row.id} of {account.username} sent signature counter {new} "
+                    f"after {old}: possibly cloned"
+                ),
+                "dedupe_key": f"cloned_authenticator:{row.id}",
+                "details": {
+                    "account": account.username,
+                    "credential": row.id,
+                    "sign_count": new,
+                    "stored_sign_count": old,
+                },
+                "now": now,
+            },
+        )
+    row.sign_count = new
+    row.last_used_at = now
+    return row
 
 
 def finish_authentication(
@@ -332,71 +508,223 @@ def finish_authentication(
     action = "mfa.webauthn.authenticate"
     obj = f"account:{username}"
 
-    def refuse(reason: str, **details: object) -> Refusal:
-        return Refusal(WebAuthnError(reason), action=f"{action}.denied", object=obj, details=dict(details))
-
     def check(s: DBSession, account: Account, challenge: bytes) -> None:
         try:
-            credential: AuthenticationCredential = parse_authentication_credential_json(response_json)
-        except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
-            raise refuse(f"the authentication response was refused: {exc}") from None
-        row = s.scalars(
-            select(WebAuthnCredential).where(
-                WebAuthnCredential.account_id == account.id,
-                WebAuthnCredential.credential_id == credential.raw_id,
-            )
-        ).first()
-        if row is None:
-            raise refuse("the security key is not registered for this account")
-        try:
-            # The counter is checked below, after the signature, so that a regression is told apart.
-            verified = verify_authentication_response(
-                credential=credential,
-                expected_challenge=challenge,
-                expected_rp_id=rp_id,
-                expected_origin=origin,
-                credential_public_key=row.public_key,
-                credential_current_sign_count=0,
-                require_user_verification=True,
-            )
-        except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
-            raise refuse(f"the authentication response was refused: {exc}", credential=row.id) from None
-        if not verified.user_verified:  # also checked by py_webauthn; kept explicit
-            raise refuse("the user was not verified", credential=row.id)
-        new, old = verified.new_sign_count, row.sign_count
-        if (new > 0 or old > 0) and new <= old:
-            raise Refusal(
-                WebAuthnError(
-                    "the security key's signature counter did not increase: it may have been cloned"
-                ),
-                action=f"{action}.denied",
-                object=obj,
-                details={"credential": row.id, "sign_count": new, "stored_sign_count": old},
-                finding={
-                    "kind": "cloned_authenticator",
-                    "severity": "high",
-                    "summary": (
-                        f"security key {row.id} of {account.username} sent signature counter {new} "
-                        f"after {old}: possibly cloned"
-                    ),
-                    "dedupe_key": f"cloned_authenticator:{row.id}",
-                    "details": {
-                        "account": account.username,
-                        "credential": row.id,
-                        "sign_count": new,
-                        "stored_sign_count": old,
-                    },
-                    "now": now,
-                },
-            )
-        row.sign_count = new
-        row.last_used_at = now
+            row = _verify_assertion(s, account, response_json, challenge, rp_id=rp_id, origin=origin, now=now)
+        except WebAuthnError as exc:
+            details = {"credential": exc.credential} if exc.credential else {}
+            raise Refusal(exc, action=f"{action}.denied", object=obj, details=details) from None
         record(
             s,
             actor=ws.actor,
             action=action,
             object=obj,
-            details={"credential": row.id, "sign_count": new},
+            details={"credential": row.id, "sign_count": row.sign_count},
         )
 
     _finish(ws, username, AUTHENTICATE, action, now, check)
+
+
+class Assertion:
+    """A passkey's assertion as the second factor of :func:`gpaisec.access.accounts.authenticate`
+    or :func:`~gpaisec.access.accounts.step_up` (a :class:`gpaisec.access.mfa.SecondFactor`).
+
+    ``claim`` takes the account's pending challenge away in a transaction of its own, before the
+    sign-in's transaction, so that the response is good for one try whatever happens next; ``verify``
+    checks the response against it in the sign-in's transaction.
+    """
+
+    kind = "webauthn"
+
+    def __init__(self, response_json: str, rp: RelyingParty) -> None:
+        self.response_json = response_json
+        self.rp = rp
+        self._challenge: bytes | None = None
+        self._claimed = False
+
+    def claim(self, ws: Workspace, username: str, now: dt.datetime) -> None:
+        self._claimed = True
+        if not accounts.plausible_username(username):
+            return
+        try:
+            self._challenge = _take_challenge(ws, username, AUTHENTICATE, now)
+        except (NotFoundError, DeniedError):  # unknown, disabled or a service account: nothing to take
+            self._challenge = None
+
+    def verify(self, s: DBSession, account: Account, now: dt.datetime) -> str:
+        if not self._claimed:
+            raise WebAuthnError("the assertion was not claimed before verification")  # a bug: fail closed
+        if self._challenge is None:
+            raise WebAuthnError("no live challenge: it expired, was used already, or was never issued")
+        challenge, self._challenge = self._challenge, None  # one verification per claim
+        row = _verify_assertion(
+            s, account, self.response_json, challenge, rp_id=self.rp.rp_id, origin=self.rp.origin, now=now
+        )
+        record(
+            s,
+            actor=f"user:{account.username}",
+            action="mfa.webauthn.authenticate",
+            object=f"account:{account.username}",
+            details={"credential": row.id, "sign_count": row.sign_count},
+        )
+        return self.kind
+
+
+def _begin_throttle(ws: Workspace) -> Throttle:
+    return accounts.throttle(
+        ws, purpose="webauthn-begin", account_policy=BEGIN_ACCOUNT_POLICY, source_policy=BEGIN_SOURCE_POLICY
+    )
+
+
+def begin_sign_in(
+    ws: Workspace,
+    username: str,
+    password: str,
+    *,
+    rp_id: str,
+    source: str = "local",
+    now: dt.datetime | None = None,
+) -> str:
+    """Begin a passkey sign-in: the request options for ``navigator.credentials.get`` (JSON).
+
+    See the module docstring: the answer has the same shape whoever asks; the challenge is kept only
+    for the right password of an account with a passkey. Raises only
+    :class:`~gpaisec.access.ratelimit.ThrottledError`.
+    """
+    now = now or utcnow()
+    # Step 1: throttles (the sign-in's, then this one's, which counts every begin).
+    accounts.throttle(ws).check(username, source)
+    gate = _begin_throttle(ws)
+    gate.check(username, source)
+    gate.record_failure(username, source)
+    # Step 3's options are made first, the same way for everyone.
+    options = _request_options(rp_id, [])
+
+    def keep_challenge(s: DBSession) -> None:
+        # Step 2: the password (a Refusal, audited as login.fail, when wrong).
+        account = accounts.check_sign_in_password(
+            s, username, password, details={"source": source, "via": "webauthn"}
+        )
+        if _credentials(s, account.id):
+            _new_challenge(s, account.id, AUTHENTICATE, options.challenge, now)
+
+    # A wrong password gets the same answer: options whose challenge nobody kept.
+    with contextlib.suppress(WrongPasswordError):
+        guarded(ws, "anonymous", keep_challenge)
+    return options_to_json(options)
+
+
+def begin_step_up(ws: Workspace, session_token: str, *, rp_id: str, now: dt.datetime | None = None) -> str:
+    """Request options for confirming a passkey in a signed-in session (lists the account's keys)."""
+    sess = accounts.resolve_session(ws, session_token, now=now)
+    return begin_authentication(ws, sess.account.username, rp_id=rp_id, now=now)
+
+
+# --- a signed-in person's own passkeys ----------------------------------------------------------------
+
+
+def _fresh_session(ws: Workspace, session_token: str, action: str, now: dt.datetime, purpose: str) -> Session:
+    """The live session, refused (and audited) unless its second factor is at most FRESH_MFA old."""
+    sess = accounts.resolve_session(ws, session_token, now=now)
+    mfa_at = sess.mfa_at
+    if mfa_at is None or not dt.timedelta(0) <= now - mfa_at <= FRESH_MFA:
+        username = sess.account.username
+
+        def refuse(s: DBSession) -> None:
+            raise Refusal(
+                DeniedError(
+                    f"{purpose} needs a second factor confirmed in the last "
+                    f"{int(FRESH_MFA.total_seconds() // 60)} minutes",
+                    hint="confirm one first (POST /api/v1/session/mfa, or sign in again), then retry",
+                ),
+                action=f"{action}.denied",
+                object=f"account:{username}",
+                details={"session": sess.id},
+            )
+
+        guarded(ws, f"user:{username}", refuse)
+    return sess
+
+
+def begin_passkey_registration(
+    ws: Workspace, session_token: str, rp: RelyingParty, *, now: dt.datetime | None = None
+) -> str:
+    """Creation options for a new passkey of the session's person (fresh second factor required)."""
+    now = now or utcnow()
+    sess = _fresh_session(ws, session_token, "mfa.webauthn.register", now, "registering a passkey")
+    return begin_registration(
+        ws, sess.account.username, rp_id=rp.rp_id, rp_name=rp.name, origin=rp.origin, now=now
+    )
+
+
+def finish_passkey_registration(
+    ws: Workspace, session_token: str, response_json: str, rp: RelyingParty, *, now: dt.datetime | None = None
+) -> str:
+    """Store the new passkey of the session's person (fresh second factor still required)."""
+    now = now or utcnow()
+    sess = _fresh_session(ws, session_token, "mfa.webauthn.register", now, "registering a passkey")
+    return finish_registration(
+        ws, sess.account.username, response_json, rp_id=rp.rp_id, origin=rp.origin, now=now
+    )
+
+
+def list_passkeys(ws: Workspace, username: str) -> list[Passkey]:
+    """The passkeys of ``username``, oldest first."""
+    with ws.reader() as s:
+        account = get_account(s, username)
+        return [
+            Passkey(
+                id=c.id,
+                created_at=c.created_at,
+                last_used_at=c.last_used_at,
+                transports=tuple(c.transports),
+                sign_count=c.sign_count,
+            )
+            for c in _credentials(s, account.id)
+        ]
+
+
+def remove_passkey(
+    ws: Workspace, session_token: str, passkey_id: str, *, now: dt.datetime | None = None
+) -> None:
+    """Remove one of the session's person's passkeys (fresh second factor; never the last factor)."""
+    now = now or utcnow()
+    sess = _fresh_session(ws, session_token, "mfa.webauthn.remove", now, "removing a passkey")
+    username = sess.account.username
+    obj = f"account:{username}"
+
+    def remove(s: DBSession) -> None:
+        account = get_account(s, username)
+        row = s.scalars(
+            select(WebAuthnCredential).where(
+                WebAuthnCredential.account_id == account.id, WebAuthnCredential.id == passkey_id
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError(
+                f"{username} has no passkey {passkey_id!r}", hint="see GET /api/v1/me/passkeys"
+            )
+        totp = s.get(TotpCredential, account.id)
+        others = [c for c in _credentials(s, account.id) if c.id != row.id]
+        if not others and (totp is None or totp.confirmed_at is None):
+            raise Refusal(
+                ConflictError(
+                    f"passkey {row.id} is {username}'s only second factor",
+                    hint="register another passkey or a one-time code authenticator first",
+                ),
+                action="mfa.webauthn.remove.denied",
+                object=obj,
+                details={"credential": row.id},
+            )
+        s.delete(row)
+        if not others:
+            _drop_challenge(s, account.id, AUTHENTICATE)
+        record(
+            s,
+            actor=f"user:{username}",
+            action="mfa.webauthn.remove",
+            object=obj,
+            details={"credential": row.id},
+        )
+
+    guarded(ws, f"user:{username}", remove)
