@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gpaisec.alerts import deliver, pending_alerts
 from gpaisec.audit._keys import PublicKey, Signer, load_or_create_signer, load_signer
+from gpaisec.audit.group import AuditWriter
 from gpaisec.audit.service import has_pending, seal
 from gpaisec.errors import ConfigError
 from gpaisec.store import create_db_engine
@@ -70,6 +72,8 @@ class Workspace:
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self._audit_signer: Signer | None = None
+        # Shared by the shallow copies that act as another actor (api.deps.acting_as): one writer.
+        self._shared = _Shared()
 
     @classmethod
     def open(
@@ -127,5 +131,25 @@ class Workspace:
             self._audit_signer = signer
         return self._audit_signer.public_key
 
+    def audit_writer(self) -> AuditWriter:
+        """The group-commit writer for events without a transaction of their own (decisions)."""
+        shared = self._shared
+        with shared.lock:
+            if shared.writer is None:
+                shared.writer = AuditWriter(self)
+            return shared.writer
+
     def close(self) -> None:
+        with self._shared.lock:
+            writer, self._shared.writer = self._shared.writer, None
+        if writer is not None:
+            writer.close()
         self.engine.dispose()
+
+
+class _Shared:
+    """State one workspace and its actor-copies share."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.writer: AuditWriter | None = None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from gpaisec.audit.service import log
+from gpaisec.workspace import Workspace
 from tests.api.conftest import World, browser, sign_in
 
 REQUEST = {"scope": "atlas:v3", "action": "read", "duration_seconds": 7200, "reason": "evaluate the v3 run"}
@@ -150,3 +153,25 @@ def test_a_review_round_trip(app: FastAPI, world: World) -> None:
     assert [x["id"] for x in erin.get("/api/v1/access/reviews").json()] == [review["id"]]
     # Revoked by the review: the token no longer works.
     assert erin.get("/api/v1/me", headers={"Authorization": f"Bearer {world.token}"}).status_code == 401
+
+
+def test_a_decision_that_cannot_be_audited_is_not_answered(
+    app: FastAPI, world: World, workspace: Workspace
+) -> None:
+    alice = browser(app)
+    a = sign_in(alice, world, "alice")
+    before = len(log(workspace, action="access.decide", limit=None))
+    decide(alice, a)
+    assert len(log(workspace, action="access.decide", limit=None)) == before + 1
+    # The audit log cannot take a checkpoint any more: the decision must fail closed, never 200.
+    with workspace.engine.begin() as conn:
+        conn.execute(text("DROP TABLE audit_checkpoint"))
+    r = alice.post(
+        "/api/v1/access/decide",
+        json={"principal": "alice", "action": "read", "resource": "atlas:v3"},
+        headers={"X-CSRF-Token": a},
+    )
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "decision" not in r.json()
+    assert "could not record" in r.json()["detail"]

@@ -17,30 +17,40 @@
    everything (Cedar denies by default).
 
 Every decision is audited (``access.decide``) with the policies that determined it; an allowed
-break-glass decision is audited as an alert.
+break-glass decision is audited as an alert. The decision is returned only once its audit event is
+committed: decisions go to the workspace's group-commit writer (:mod:`gpaisec.audit.group`), which
+commits many of them under one signed checkpoint. If the event cannot be committed,
+:class:`~gpaisec.audit.group.AuditWriteError` is raised and no decision is returned (fail closed).
+
+Nothing here is cached but by content: the facts are read from the store for every decision (a few
+indexed single-row queries, in one read transaction), so a change committed before the decision
+starts (a revoked grant, a lapsed check, an unmanaged device) is always seen. The policy set is
+re-read from disk on every decision and re-parsed only when its text changes; the PDP parses each
+distinct set of entities once (keyed by its JSON text).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import hashlib
 import ipaddress
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session as DBSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.orm import aliased
 
 from gpaisec.access import pdp as pdp_mod
-from gpaisec.access.accounts import _token_hash, get_account
-from gpaisec.access.grants import account_grants, effective_state
-from gpaisec.access.models import Account, DeviceKey, Grant, ServiceToken, Session
+from gpaisec.access.accounts import _token_hash
+from gpaisec.access.models import Account, DeviceKey, Grant, GrantApproval, Person, ServiceToken, Session
 from gpaisec.access.pdp import PDP, Decision, PolicySet
-from gpaisec.audit.service import record
-from gpaisec.errors import ConfigError, DeniedError, InputError
+from gpaisec.audit.service import AuditEvent
+from gpaisec.errors import ConfigError, DeniedError, InputError, NotFoundError
 from gpaisec.store.base import utcnow
-from gpaisec.weights.models import Device
-from gpaisec.weights.registry import get_version
+from gpaisec.weights.models import Device, Model, ModelVersion
+from gpaisec.weights.registry import parse_version_ref
 from gpaisec.workspace import Workspace
 
 __all__ = ["POLICY_DIR", "check_access", "load_policies"]
@@ -48,14 +58,35 @@ __all__ = ["POLICY_DIR", "check_access", "load_policies"]
 POLICY_DIR = "policies"
 _NEVER = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _GRANT_STATE = {"requested": "pending", "active": "active", "expired": "expired", "revoked": "revoked"}
+_MAX_NAME: Final = 1000
 
 
 def load_policies(ws: Workspace) -> PolicySet:
-    """The workspace's policy set (``<workspace>/policies``) if present, else the packaged one."""
+    """The workspace's policy set (``<workspace>/policies``) if present, else the packaged one.
+
+    The files are read every time; they are parsed and validated again only when their text (or
+    their schema's) differs from the last set loaded, so an edit takes effect on the next decision.
+    """
     where = ws.home / POLICY_DIR
-    if where.is_dir():
-        return PolicySet.load(where)
-    return PolicySet.load()
+    if not where.is_dir():
+        return PolicySet.load()
+    files = sorted(where.glob("*.cedar"))
+    schema = where / "schema.cedarschema"
+    digest = hashlib.sha256()
+    try:
+        for f in [*files, schema] if schema.is_file() else files:
+            data = f.read_bytes()
+            digest.update(f.name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    except OSError:
+        return PolicySet.load(where)  # let the loader say what cannot be read
+    return _load_dir(str(where), digest.hexdigest())
+
+
+@functools.lru_cache(maxsize=16)
+def _load_dir(where: str, digest: str) -> PolicySet:
+    # ``digest`` (of every file's name and bytes) is the cache key: same text, same parsed set.
+    # A set that fails to load raises, and lru_cache keeps no failure.
+    return PolicySet.load(Path(where))
 
 
 def _fail_closed(message: str) -> Decision:
@@ -64,23 +95,143 @@ def _fail_closed(message: str) -> Decision:
     )
 
 
-def _session_for(s: DBSession, account: Account, token_hash: str | None, now: dt.datetime) -> Session | None:
-    q = (
-        select(Session)
-        .options(selectinload(Session.device_key))
-        .where(Session.account_id == account.id, Session.revoked_at.is_(None), Session.expires_at > now)
+def _plausible(name: str) -> bool:
+    """A name the store could hold: no control characters (PostgreSQL refuses NUL), bounded length."""
+    return 0 < len(name) <= _MAX_NAME and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+
+
+def _effective(state: str, expires_at: dt.datetime | None, now: dt.datetime) -> str:
+    """A grant's state now (as gpaisec.access.grants.effective_state): active past expiry is expired."""
+    if state == "active" and expires_at is not None and expires_at <= now:
+        return "expired"
+    return state
+
+
+_Requester = aliased(Account)
+_Approver = aliased(Account)
+_DEVICE_COLUMNS = (
+    Device.id,
+    Device.name,
+    Device.managed,
+    Device.disk_encrypted,
+    Device.edr,
+    Device.retired_at,
+)
+
+# The statements are built once; each decision only binds its values (SQLAlchemy caches the compiled
+# form), and runs them on the read transaction's connection, without the ORM.
+_ACCOUNT = (
+    select(
+        Account.id,
+        Account.kind,
+        Account.roles,
+        Account.disabled_at,
+        Account.person_id,
+        Person.background_check_valid_until,
+        Person.insider_training_valid_until,
     )
-    if token_hash is not None:
-        q = q.where(Session.token_hash == token_hash)
-    return s.scalars(q.order_by(Session.created_at.desc())).first()
+    .outerjoin(Person, Person.id == Account.person_id)
+    .where(Account.username == bindparam("username"))
+)
+_VERSION = (
+    select(ModelVersion.id, ModelVersion.released, Model.name, ModelVersion.name)
+    .join(Model, Model.id == ModelVersion.model_id)
+    .where(Model.name == bindparam("model"), ModelVersion.name == bindparam("version"))
+)
+_SESSION = (
+    select(Session.id, Session.mfa_at, DeviceKey.revoked_at.label("key_revoked_at"), *_DEVICE_COLUMNS)
+    .outerjoin(DeviceKey, DeviceKey.id == Session.device_key_id)
+    .outerjoin(Device, Device.id == DeviceKey.device_id)
+    .where(
+        Session.account_id == bindparam("account"),
+        Session.revoked_at.is_(None),
+        Session.expires_at > bindparam("now"),
+    )
+)
+_NEWEST_SESSION = _SESSION.order_by(Session.created_at.desc()).limit(1)
+_TOKEN_SESSION = _SESSION.where(Session.token_hash == bindparam("token_hash")).limit(1)
+_DEVICE_BY_NAME = select(*_DEVICE_COLUMNS).where(Device.name == bindparam("name")).limit(1)
+_SCOPES = select(ServiceToken.scopes).where(
+    ServiceToken.account_id == bindparam("account"),
+    ServiceToken.revoked_at.is_(None),
+    ServiceToken.expires_at > bindparam("now"),
+)
+_GRANTS = (
+    select(
+        Grant.id,
+        Grant.state,
+        Grant.break_glass,
+        Grant.requested_at,
+        Grant.not_before,
+        Grant.expires_at,
+        Grant.service_account_id,
+        Grant.version_id,
+        Grant.action,
+        _Requester.id.label("requester_id"),
+        _Requester.person_id.label("requester_person"),
+    )
+    .join(_Requester, _Requester.id == Grant.requester_id)
+    .where(
+        Grant.version_id == bindparam("version"),
+        Grant.action == bindparam("action"),
+        Grant.location_id.is_(None),
+        Grant.state != "denied",
+    )
+)
+_SERVICE_GRANTS = _GRANTS.where(Grant.service_account_id == bindparam("account")).order_by(
+    Grant.requested_at.desc()
+)
+_HUMAN_GRANTS = _GRANTS.where(
+    Grant.requester_id == bindparam("account"), Grant.service_account_id.is_(None)
+).order_by(Grant.requested_at.desc())
+_APPROVALS = (
+    select(_Approver.id, _Approver.person_id, _Approver.username)
+    .select_from(GrantApproval)
+    .join(_Approver, _Approver.id == GrantApproval.approver_id)
+    .where(GrantApproval.grant_id == bindparam("grant"))
+    .order_by(GrantApproval.approved_at)
+)
 
 
-def _pick_grant(grants: list[Grant], version_id: str, action: str, now: dt.datetime) -> Grant | None:
-    mine = [g for g in grants if g.version_id == version_id and g.action == action and g.location_id is None]
-    active = [g for g in mine if effective_state(g, now) == "active"]
-    others = [g for g in mine if g.state != "denied"]
-    pool = active or others
-    return pool[0] if pool else None
+def _read_account(c: Connection, username: str) -> Any:
+    row = c.execute(_ACCOUNT, {"username": username}).first() if _plausible(username) else None
+    if row is None:
+        raise NotFoundError(f"no account {username!r}", hint="see `gpaisec users list`")
+    return row
+
+
+def _read_version(c: Connection, ref: str) -> Any:
+    model_name, version = parse_version_ref(ref)
+    row = c.execute(_VERSION, {"model": model_name, "version": version}).first() if _plausible(ref) else None
+    if row is None:
+        raise NotFoundError(f"no version {ref}", hint="see `gpaisec models list`")
+    return row
+
+
+def _read_session(c: Connection, account_id: str, token_hash: str | None, now: dt.datetime) -> Any:
+    """The session (the token's, else the newest live one) with its key's revocation and device."""
+    if token_hash is None:
+        return c.execute(_NEWEST_SESSION, {"account": account_id, "now": now}).first()
+    return c.execute(_TOKEN_SESSION, {"account": account_id, "now": now, "token_hash": token_hash}).first()
+
+
+def _read_scopes(c: Connection, account_id: str, now: dt.datetime) -> list[str]:
+    rows = c.execute(_SCOPES, {"account": account_id, "now": now})
+    return sorted({sc for (scopes,) in rows for sc in scopes})
+
+
+def _read_grant(
+    c: Connection, account_id: str, kind: str, version_id: str, action: str, now: dt.datetime
+) -> tuple[Any, list[Any]] | None:
+    """The grant for exactly this version and action (active first, else the newest not denied),
+    with its approvals (approver's person id or account id, and user name) in approval order."""
+    q = _SERVICE_GRANTS if kind == "service" else _HUMAN_GRANTS
+    rows = list(c.execute(q, {"account": account_id, "version": version_id, "action": action}))
+    if not rows:
+        return None
+    active = [g for g in rows if _effective(g.state, g.expires_at, now) == "active"]
+    grant = (active or rows)[0]
+    return grant, list(c.execute(_APPROVALS, {"grant": grant.id}))
 
 
 def check_access(
@@ -101,6 +252,7 @@ def check_access(
     ``session`` is a session token (default: the account's newest live session); ``device`` names the
     device for an account without a session (service accounts). With ``explain`` the decision's
     reasons end with the facts the PDP was given. Never raises for a denial: read ``allowed``.
+    Raises :class:`~gpaisec.audit.group.AuditWriteError` if the decision could not be audited.
     """
     now = now or utcnow()
     if action not in ("read", "write", "export"):
@@ -109,143 +261,141 @@ def check_access(
         ipaddress.ip_address(source_ip)
     except ValueError:
         raise InputError(f"{source_ip!r} is not an IP address") from None
-    with ws.transaction() as s:
-        account = get_account(s, username)
-        version = get_version(s, version_ref)
-        facts: dict[str, Any] = {"principal": username, "action": action, "version": version.ref}
-        entities: list[dict[str, Any]] = []
-        break_glass = False
-        grant: Grant | None = None
-        # Step 1: the principal.
-        if account.kind == "human":
-            person = account.person
-            if person is None:  # pragma: no cover - a human account always has a person
-                raise DeniedError(f"{username} has no person record")
-            principal = pdp_mod.uid("Person", person.id)
-            bg = person.background_check_valid_until or _NEVER
-            training = person.insider_training_valid_until or _NEVER
-            entities.append(
-                pdp_mod.person_entity(
-                    person.id,
-                    background_check_valid_until=bg,
-                    insider_training_valid_until=training,
-                    roles=account.roles,
-                )
-            )
-            entities += [
-                {"uid": pdp_mod.uid("Role", r), "attrs": {}, "parents": []}
-                for r in sorted(set(account.roles))
-            ]
-            facts["background_check_valid_until"] = bg.isoformat()
-            facts["insider_training_valid_until"] = training.isoformat()
-        else:
-            scopes = sorted(
-                {
-                    sc
-                    for t in s.scalars(
-                        select(ServiceToken).where(
-                            ServiceToken.account_id == account.id,
-                            ServiceToken.revoked_at.is_(None),
-                            ServiceToken.expires_at > now,
-                        )
-                    )
-                    for sc in t.scopes
-                }
-            )
-            principal = pdp_mod.uid("ServiceAccount", account.id)
-            entities.append(pdp_mod.service_account_entity(account.id, scopes=scopes))
-            facts["scopes"] = scopes
-        # Step 2: the session.
-        token_hash = None
-        if session is not None:
-            token_hash = _token_hash(session)
-        sess = _session_for(s, account, token_hash, now)
-        if session is not None and sess is None:
-            decision = Decision(False, (), (), ("the session is unknown, expired, or not this account's",))
-            return _audit(s, ws, username, action, version.ref, decision, facts, explain)
-        mfa_age = -1
-        dev: Device | None = None
-        if sess is not None:
-            if sess.mfa_at is not None:
-                mfa_age = max(0, int((now - sess.mfa_at).total_seconds()))
-            key = s.get(DeviceKey, sess.device_key_id)
-            dev = s.get(Device, key.device_id) if key is not None and key.revoked_at is None else None
-            facts["session"] = sess.id
-        elif device is not None:
-            dev = s.scalars(select(Device).where(Device.name == device)).first()
-        facts["mfa_age_seconds"] = mfa_age
-        # Step 3: the device.
-        if dev is not None and dev.retired_at is None:
-            device_id, managed = dev.id, dev.managed
-            entities.append(
-                pdp_mod.device_entity(
-                    dev.id, managed=dev.managed, disk_encrypted=dev.disk_encrypted, edr=dev.edr
-                )
-            )
-            facts["device"] = {"name": dev.name, "managed": dev.managed, "disk_encrypted": dev.disk_encrypted}
-        else:
-            device_id, managed = "unknown", False
-            entities.append(pdp_mod.device_entity("unknown", managed=False, disk_encrypted=False, edr=False))
-            facts["device"] = None
-        # Step 4: the resource.
-        resource = pdp_mod.uid("ModelVersion", version.id)
+    with ws.reader() as s:
+        decision, ref, facts = _decide(
+            s.connection(), ws, username, action, version_ref, session, device, source_ip, now, policies
+        )
+    return _audit(ws, username, action, ref, decision, facts, explain)
+
+
+def _decide(
+    s: Connection,
+    ws: Workspace,
+    username: str,
+    action: str,
+    version_ref: str,
+    session: str | None,
+    device: str | None,
+    source_ip: str,
+    now: dt.datetime,
+    policies: PolicySet | None,
+) -> tuple[Decision, str, dict[str, Any]]:
+    account = _read_account(s, username)
+    version = _read_version(s, version_ref)
+    ref = f"{version[2]}:{version[3]}"
+    facts: dict[str, Any] = {"principal": username, "action": action, "version": ref}
+    entities: list[dict[str, Any]] = []
+    # Step 1: the principal.
+    if account.kind == "human":
+        if account.person_id is None:  # pragma: no cover - a human account always has a person
+            raise DeniedError(f"{username} has no person record")
+        principal = pdp_mod.uid("Person", account.person_id)
+        bg = account.background_check_valid_until or _NEVER
+        training = account.insider_training_valid_until or _NEVER
+        roles = sorted(set(account.roles))
         entities.append(
-            pdp_mod.model_version_entity(version.id, model=version.model.name, released=version.released)
-        )
-        # Step 5: the grant.
-        grant = _pick_grant(account_grants(s, account), version.id, action, now)
-        grant_id: str | None = None
-        if grant is not None and grant.break_glass:
-            break_glass = effective_state(grant, now) == "active"
-            facts["break_glass_grant"] = grant.id
-        elif grant is not None:
-            grant_id = grant.id
-            owner = grant.requester.person_id or grant.requester.id
-            approvers = [a.approver.person_id or a.approver.id for a in grant.approvals]
-            entities.append(
-                pdp_mod.grant_entity(
-                    grant.id,
-                    requester=owner,
-                    version=grant.version_id,
-                    action=grant.action,
-                    approvers=approvers,
-                    not_before=grant.not_before or grant.requested_at,
-                    expires=grant.expires_at or grant.requested_at,
-                    state=_GRANT_STATE.get(effective_state(grant, now), "revoked"),
-                    service_account=grant.service_account_id,
-                )
+            pdp_mod.person_entity(
+                account.person_id,
+                background_check_valid_until=bg,
+                insider_training_valid_until=training,
+                roles=roles,
             )
-            facts["grant"] = {
-                "id": grant.id,
-                "state": effective_state(grant, now),
-                "approvers": [a.approver.username for a in grant.approvals],
-                "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
-            }
-        # Step 6: the policies, then the decision.
-        if account.disabled_at is not None:
-            decision = Decision(False, (), (), (f"the account {username} is disabled",))
-            return _audit(s, ws, username, action, version.ref, decision, facts, explain)
-        try:
-            policy_set = policies or load_policies(ws)
-            engine = PDP(policy_set)
-        except ConfigError as exc:
-            decision = _fail_closed(exc.message)
-            return _audit(s, ws, username, action, version.ref, decision, facts, explain)
-        context = pdp_mod.request_context(
-            device=device_id,
-            device_managed=managed,
-            mfa_age_seconds=mfa_age,
-            source_ip=source_ip,
-            now=now,
-            grant=grant_id,
-            break_glass=break_glass,
         )
-        decision = engine.decide(principal, action, resource, entities, context)
-        return _audit(s, ws, username, action, version.ref, decision, facts, explain)
+        entities += [{"uid": pdp_mod.uid("Role", r), "attrs": {}, "parents": []} for r in roles]
+        facts["background_check_valid_until"] = bg.isoformat()
+        facts["insider_training_valid_until"] = training.isoformat()
+    else:
+        scopes = _read_scopes(s, account.id, now)
+        principal = pdp_mod.uid("ServiceAccount", account.id)
+        entities.append(pdp_mod.service_account_entity(account.id, scopes=scopes))
+        facts["scopes"] = scopes
+    # Step 2: the session.
+    token_hash = _token_hash(session) if session is not None else None
+    sess = _read_session(s, account.id, token_hash, now)
+    if session is not None and sess is None:
+        return (
+            Decision(False, (), (), ("the session is unknown, expired, or not this account's",)),
+            ref,
+            facts,
+        )
+    mfa_age = -1
+    dev: tuple[Any, ...] | None = None
+    if sess is not None:
+        if sess.mfa_at is not None:
+            mfa_age = max(0, int((now - sess.mfa_at).total_seconds()))
+        # The device of the session's key, unless the key was revoked.
+        if sess.key_revoked_at is None and sess.id_1 is not None:  # id_1: the device's id
+            dev = tuple(sess)[3:]
+        facts["session"] = sess.id
+    elif device is not None and _plausible(device):
+        row = s.execute(_DEVICE_BY_NAME, {"name": device}).first()
+        dev = tuple(row) if row is not None else None
+    facts["mfa_age_seconds"] = mfa_age
+    # Step 3: the device (columns: id, name, managed, disk_encrypted, edr, retired_at).
+    if dev is not None and dev[5] is None:
+        device_id, managed = dev[0], bool(dev[2])
+        entities.append(
+            pdp_mod.device_entity(dev[0], managed=managed, disk_encrypted=bool(dev[3]), edr=bool(dev[4]))
+        )
+        facts["device"] = {"name": dev[1], "managed": managed, "disk_encrypted": bool(dev[3])}
+    else:
+        device_id, managed = "unknown", False
+        entities.append(pdp_mod.device_entity("unknown", managed=False, disk_encrypted=False, edr=False))
+        facts["device"] = None
+    # Step 4: the resource.
+    resource = pdp_mod.uid("ModelVersion", version.id)
+    entities.append(pdp_mod.model_version_entity(version.id, model=version[2], released=bool(version[1])))
+    # Step 5: the grant.
+    found = _read_grant(s, account.id, account.kind, version.id, action, now)
+    grant_id: str | None = None
+    break_glass = False
+    if found is not None and found[0].break_glass:
+        grant = found[0]
+        break_glass = _effective(grant.state, grant.expires_at, now) == "active"
+        facts["break_glass_grant"] = grant.id
+    elif found is not None:
+        grant, approvals = found
+        state = _effective(grant.state, grant.expires_at, now)
+        grant_id = grant.id
+        entities.append(
+            pdp_mod.grant_entity(
+                grant.id,
+                requester=grant.requester_person or grant.requester_id,
+                version=grant.version_id,
+                action=grant.action,
+                approvers=[a.person_id or a.id for a in approvals],
+                not_before=grant.not_before or grant.requested_at,
+                expires=grant.expires_at or grant.requested_at,
+                state=_GRANT_STATE.get(state, "revoked"),
+                service_account=grant.service_account_id,
+            )
+        )
+        facts["grant"] = {
+            "id": grant.id,
+            "state": state,
+            "approvers": [a.username for a in approvals],
+            "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
+        }
+    # Step 6: the policies, then the decision.
+    if account.disabled_at is not None:
+        return Decision(False, (), (), (f"the account {username} is disabled",)), ref, facts
+    try:
+        engine = PDP(policies or load_policies(ws))
+    except ConfigError as exc:
+        return _fail_closed(exc.message), ref, facts
+    context = pdp_mod.request_context(
+        device=device_id,
+        device_managed=managed,
+        mfa_age_seconds=mfa_age,
+        source_ip=source_ip,
+        now=now,
+        grant=grant_id,
+        break_glass=break_glass,
+    )
+    return engine.decide(principal, action, resource, entities, context), ref, facts
 
 
 def _audit(
-    s: DBSession,
     ws: Workspace,
     username: str,
     action: str,
@@ -257,7 +407,11 @@ def _audit(
     details: dict[str, Any] = {"principal": username, "action": action, **decision.as_dict(), "facts": facts}
     if decision.allowed and decision.break_glass:
         details["alert"] = "break_glass"
-    record(s, actor=f"user:{username}", action="access.decide", object=f"version:{ref}", details=details)
+    event = AuditEvent(
+        actor=f"user:{username}", action="access.decide", object=f"version:{ref}", details=details
+    )
+    # Returns only once the event is committed; raises AuditWriteError (fail closed) if it is not.
+    ws.audit_writer().append([event])
     if explain:
         return dataclasses.replace(decision, reasons=(*decision.reasons, *_fact_lines(facts)))
     return decision

@@ -1,0 +1,198 @@
+"""Group commit of audit events that have no transaction of their own (access decisions).
+
+A decision changes no state, so it has no transaction to record its event in; giving each one its
+own transaction costs a commit, a signed checkpoint and (on SQLite) an fsync per decision. Here many
+threads hand their events to one writer thread, which commits them in batches::
+
+    writer = ws.audit_writer()                  # one per workspace, started on first use
+    seqs = writer.append([AuditEvent(...)])     # returns once the events are durably committed
+
+The writer, step by step:
+
+1. Wait for the first event; then take every event already queued, up to ``max_batch`` records, and
+   (if ``linger`` is set) wait at most ``linger`` seconds for more. Under load the batch is whatever
+   arrived while the previous batch was being committed: no added latency when idle.
+2. Record them all in one :meth:`Workspace.transaction <gpaisec.workspace.Workspace.transaction>`:
+   one pass hashes them into the Merkle tree, and one signed checkpoint covers the whole batch.
+3. Commit; only then resolve each submitter's future with its sequence numbers.
+4. If anything fails (the database, the signer), every submitter of the batch gets
+   :class:`AuditWriteError` and nothing of the batch is committed: a caller that needs its event
+   logged (an access decision) must not act on it, so decisions fail closed.
+
+:meth:`AuditWriter.append` waits at most ``timeout`` seconds for its commit and raises
+:class:`AuditWriteError` after that (the event may still be committed later: the log then holds a
+decision whose answer the caller never received, which errs on the side of recording).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Final
+
+from gpaisec.audit._entry import EntryError, encode_entry
+from gpaisec.audit.service import AuditEvent, record_many
+from gpaisec.errors import GpaisecError, InputError, StoreError
+from gpaisec.store.base import utcnow
+
+if TYPE_CHECKING:
+    from gpaisec.workspace import Workspace
+
+__all__ = ["DEFAULT_MAX_BATCH", "AuditWriteError", "AuditWriter"]
+
+_log = logging.getLogger(__name__)
+
+#: Most records committed (and covered by one checkpoint) in one transaction.
+DEFAULT_MAX_BATCH: Final = 256
+#: How long a caller waits for its batch to commit before it gives up (and fails closed).
+DEFAULT_TIMEOUT: Final = 15.0
+
+
+class AuditWriteError(StoreError):
+    """An audit event could not be committed; whatever it was to record must not take effect."""
+
+    title = "audit log unavailable"
+
+
+class _Item:
+    __slots__ = ("events", "future")
+
+    def __init__(self, events: Sequence[AuditEvent]) -> None:
+        self.events = events
+        self.future: Future[range] = Future()
+
+
+_STOP: Final = object()
+
+
+class AuditWriter:
+    """One writer thread committing queued audit events in batches (see the module docstring)."""
+
+    def __init__(self, ws: Workspace, *, max_batch: int = DEFAULT_MAX_BATCH, linger: float = 0.0) -> None:
+        if max_batch < 1:
+            raise InputError(f"max_batch must be at least 1, not {max_batch}")
+        if not 0 <= linger <= 1:
+            raise InputError(f"linger must be between 0 and 1 second, not {linger}")
+        self._ws = ws
+        self._max_batch = max_batch
+        self._linger = linger
+        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        self.batches = 0  # committed batches (for tests and benchmarks)
+        self.records = 0  # committed records
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    def submit(self, events: Sequence[AuditEvent]) -> Future[range]:
+        """Queue ``events`` (kept together, in order); the future gives their sequence numbers."""
+        if not events:
+            raise InputError("nothing to record")
+        # Refuse an event that cannot be encoded here, so that it cannot fail the others' batch.
+        now = utcnow()
+        for ev in events:
+            try:
+                encode_entry(0, now, ev.actor, ev.action, ev.object, ev.details)
+            except EntryError as exc:
+                raise InputError(f"audit event {ev.action!r} cannot be recorded: {exc}") from None
+        item = _Item(events)
+        self._ensure_started()
+        self._queue.put(item)
+        return item.future
+
+    def append(self, events: Sequence[AuditEvent], *, timeout: float = DEFAULT_TIMEOUT) -> range:
+        """Queue ``events`` and wait until they are committed; their sequence numbers.
+
+        Raises :class:`AuditWriteError` if the batch failed or did not commit within ``timeout``.
+        """
+        future = self.submit(events)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            raise AuditWriteError(
+                f"the audit log did not commit within {timeout:g} s",
+                hint="the database may be locked or down; nothing was allowed",
+            ) from None
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop the thread. Later submissions start a new one."""
+        with self._lock:
+            thread = self._thread
+            self._thread = None
+            if thread is None or not thread.is_alive():
+                return
+            self._queue.put(_STOP)
+        thread.join(timeout)
+
+    # -- the writer ----------------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread does not exist here
+                self._pid = os.getpid()
+                self._queue = queue.SimpleQueue()
+                self._thread = None
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="gpaisec-audit-writer", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            # Step 1: the first event, then whatever else is queued (up to max_batch records).
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            assert isinstance(first, _Item)
+            batch, stop = self._gather(first)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
+        batch = [first]
+        count = len(first.events)
+        deadline = time.monotonic() + self._linger
+        while count < self._max_batch:
+            try:
+                wait = deadline - time.monotonic()
+                nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                return batch, True
+            assert isinstance(nxt, _Item)
+            batch.append(nxt)
+            count += len(nxt.events)
+        return batch, False
+
+    def _commit(self, batch: list[_Item]) -> None:
+        results: list[range] = []
+        try:
+            # Steps 2-3: one transaction, one checkpoint, committed before anyone hears back.
+            with self._ws.transaction() as s:
+                results = [record_many(s, item.events) for item in batch]
+        except Exception as exc:  # any failure fails the whole batch closed (step 4)
+            detail = exc.message if isinstance(exc, GpaisecError) else type(exc).__name__
+            _log.error("audit batch of %d events not committed: %s", len(batch), detail)
+            error = AuditWriteError(
+                f"the audit log could not record this: {detail}",
+                hint="nothing was allowed; check the database and run gpaisec audit verify",
+            )
+            for item in batch:
+                item.future.set_exception(error)
+            return
+        self.batches += 1
+        self.records += sum(len(r) for r in results)
+        for item, seqs in zip(batch, results, strict=True):
+            item.future.set_result(seqs)

@@ -1,0 +1,115 @@
+"""Group commit: many threads' events share batches and checkpoints; the log still verifies; a failed
+batch fails every submitter closed and commits nothing."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select, text
+
+from gpaisec.audit.group import AuditWriteError, AuditWriter
+from gpaisec.audit.models import AuditCheckpoint, AuditEntry
+from gpaisec.audit.service import AuditEvent, log, prove, verify
+from gpaisec.errors import InputError
+from gpaisec.workspace import Workspace
+
+
+def event(i: int) -> AuditEvent:
+    return AuditEvent(
+        actor=f"test:t{i % 4}", action="access.decide", object=f"version:m{i}", details={"i": i}
+    )
+
+
+def count(ws: Workspace, model: type[AuditEntry] | type[AuditCheckpoint]) -> int:
+    with ws.reader() as s:
+        return int(s.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_concurrent_appends_share_batches_and_verify(audit_ws: Workspace) -> None:
+    writer = audit_ws.audit_writer()
+    threads, per_thread = 8, 25
+    got: list[range] = []
+    lock = threading.Lock()
+
+    def work(t: int) -> None:
+        for k in range(per_thread):
+            seqs = writer.append([event(t * per_thread + k)])
+            with lock:
+                got.append(seqs)
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    total = threads * per_thread
+    seqs = sorted(s for r in got for s in r)
+    assert seqs == list(range(total))  # each got its own, none lost, none twice
+    assert count(audit_ws, AuditEntry) == total
+    # One signed checkpoint per committed batch, and every batch was committed.
+    assert count(audit_ws, AuditCheckpoint) == writer.batches
+    assert writer.records == total
+    assert verify(audit_ws).tree_size == total
+    # An entry committed through the writer is provable against the latest checkpoint.
+    assert prove(audit_ws, seqs[-1]).tree_size == total
+
+
+def test_events_queued_together_commit_under_one_checkpoint(audit_ws: Workspace) -> None:
+    writer = AuditWriter(audit_ws, linger=0.2)
+    futures = [writer.submit([event(i), event(i + 100)]) for i in range(10)]
+    results = [f.result(timeout=30) for f in futures]
+    writer.close()
+    # Each submission's events stay together and in order.
+    assert all(len(r) == 2 and r.step == 1 for r in results)
+    assert sorted(s for r in results for s in r) == list(range(20))
+    assert writer.batches < 10  # batched: fewer checkpoints than submissions
+    assert count(audit_ws, AuditCheckpoint) == writer.batches
+    assert verify(audit_ws).tree_size == 20
+    entries = log(audit_ws, limit=None)
+    assert [e.details["i"] for e in entries[:2]] == [0, 100]
+
+
+def test_a_failed_batch_fails_every_submitter_and_commits_nothing(audit_ws: Workspace) -> None:
+    writer = audit_ws.audit_writer()
+    writer.append([event(0)])
+    # The checkpoint table is gone: sealing fails, so the whole batch must fail.
+    with audit_ws.engine.begin() as conn:
+        conn.execute(text("DROP TABLE audit_checkpoint"))
+    futures = [writer.submit([event(i)]) for i in range(1, 5)]
+    for f in futures:
+        with pytest.raises(AuditWriteError, match="could not record"):
+            f.result(timeout=30)
+    with pytest.raises(AuditWriteError):
+        writer.append([event(9)])
+    assert count(audit_ws, AuditEntry) == 1  # rolled back with its batch
+
+
+def test_an_event_that_cannot_be_encoded_is_refused_alone(audit_ws: Workspace) -> None:
+    writer = audit_ws.audit_writer()
+    good = writer.submit([event(1)])
+    with pytest.raises(InputError, match="cannot be recorded"):
+        writer.submit([AuditEvent(actor="a", action="x", object="o", details={"bad": float("nan")})])
+    assert good.result(timeout=30) == range(0, 1)
+
+
+def test_a_timeout_fails_closed(audit_ws: Workspace) -> None:
+    writer = audit_ws.audit_writer()
+    writer.append([event(0)])
+    # Hold the log's lock (the head row) in another transaction: the writer cannot commit in time.
+    with audit_ws.transaction() as s:
+        from gpaisec.audit.service import record
+
+        record(s, actor="test:holder", action="thing.touch", object="thing:1")
+        if audit_ws.engine.dialect.name == "sqlite":
+            pytest.skip("SQLite's writer lock is taken at commit here; the head lock is PostgreSQL's")
+        with pytest.raises(AuditWriteError, match="did not commit within"):
+            writer.append([event(1)], timeout=0.3)
+
+
+def test_closing_the_workspace_flushes_and_a_new_writer_takes_over(audit_ws: Workspace) -> None:
+    first = audit_ws.audit_writer()
+    future = first.submit([event(0)])
+    audit_ws.close()
+    assert future.result(timeout=30) == range(0, 1)
+    assert audit_ws.audit_writer() is not first
