@@ -20,6 +20,14 @@ the thing to stay clear of):
   mapping, and more readers than cores keep a cold disk's queue full (model-signing sizes its
   pool the same way). Small files keep the narrow pool, where more threads only fight for the GIL.
 
+* Many small files, in a process with no other thread (the CLI, a batch job; never a threaded
+  server): the small files are shared out to ``workers - 1`` forked processes plus this one, each
+  hashing its share on one thread. Threads gain little there: every system call releases and takes
+  back the GIL, and with two threads that hand-off is itself a futex call per system call, which
+  costs as much as the call on a virtual machine. A child sends its digests back through a pipe
+  (JSON) and exits with ``os._exit``; a share whose child failed is hashed here again. A file that
+  turns out large is handed back with its size and hashed here as below.
+
 The progress callback is only ever called on the calling thread.
 """
 
@@ -27,8 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import mmap
 import os
+import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -64,6 +74,7 @@ _B3_WINDOW: Final = 256 << 20  # mmap window per BLAKE3 update on all cores
 _SHA_WINDOW: Final = 64 << 20  # mmap window per SHA-256 update
 _SHARD_TASK_BYTES: Final = 256 << 20  # shards of a large file are grouped into tasks this big
 _POLL_SECONDS: Final = 0.1
+_FORK_MIN_FILES: Final = 2048  # fewer small files than this are not worth a fork
 
 _OPEN_FLAGS: Final = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
@@ -330,6 +341,123 @@ def _shard_task_ranges(size: int, shard_size: int) -> Iterator[list[tuple[int, i
         yield group
 
 
+def _can_fork(workers: int, files: int) -> bool:
+    """Processes for small files only where fork() is safe: no other thread in this process."""
+    return workers > 1 and files >= _FORK_MIN_FILES and hasattr(os, "fork") and threading.active_count() == 1
+
+
+def _fork_share(share: list[_Entry], params: HashParams) -> tuple[int, int] | None:
+    """Fork a child that hashes ``share``; (pid, read end of its pipe), or None if fork failed."""
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        return None
+    if pid == 0:  # the child: hash, report, exit without running any cleanup
+        status = 1
+        try:
+            os.close(read_fd)
+            payload: dict[str, object]
+            try:
+                out, large, done = _hash_batch(share, params, _Counter())
+                payload = {
+                    "resources": [list(r) for r in out],
+                    "large": [[e.rel, e.path, e.size] for e in large],
+                    "done": done,
+                }
+            except InputError as exc:
+                payload = {"error": exc.message, "hint": exc.hint}
+            with os.fdopen(write_fd, "wb") as sink:
+                sink.write(json.dumps(payload).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def _collect_share(pid: int, read_fd: int) -> tuple[list[Resource], list[_Entry], int] | None:
+    """A child's results; None if it failed (its share is then hashed here). Raises the
+    child's InputError (an unreadable file, say) as this process's own."""
+    try:
+        with os.fdopen(read_fd, "rb") as source:
+            data = source.read()
+    except OSError:
+        data = b""
+    finally:
+        _pid, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        return None
+    try:
+        payload = json.loads(data)
+        if "error" in payload:
+            error = InputError(str(payload["error"]), hint=payload.get("hint"))
+        else:
+            error = None
+            out = [Resource(str(p), str(d), s, e) for p, d, s, e in payload["resources"]]
+            large = [_Entry(str(r), str(p), int(n)) for r, p, n in payload["large"]]
+            done = int(payload["done"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if error is not None:
+        raise error
+    return out, large, done
+
+
+def _hash_small_in_processes(
+    entries: list[_Entry],
+    params: HashParams,
+    workers: int,
+    counter: _Counter,
+    report: Callable[[], None],
+) -> tuple[list[Resource], list[_Entry], int]:
+    """Hash ``entries`` in ``workers - 1`` forked children and this process (module docs)."""
+    shares = [
+        entries[i * len(entries) // workers : (i + 1) * len(entries) // workers] for i in range(workers)
+    ]
+    children: list[tuple[int, int, list[_Entry]]] = []
+    results: list[Resource] = []
+    large: list[_Entry] = []
+    done = 0
+    own = list(shares[0])
+    try:
+        for share in shares[1:]:
+            child = _fork_share(share, params)
+            if child is None:
+                own.extend(share)
+            else:
+                children.append((*child, share))
+        for i in range(0, len(own), _BATCH_FILES):
+            out, found, n = _hash_batch(own[i : i + _BATCH_FILES], params, counter)
+            results.extend(out)
+            large.extend(found)
+            done += n
+            report()
+        while children:
+            pid, read_fd, share = children.pop(0)
+            got = _collect_share(pid, read_fd)
+            if got is None:
+                got = _hash_batch(share, params, counter)
+            else:
+                counter.add(got[2])
+            results.extend(got[0])
+            large.extend(got[1])
+            done += got[2]
+            report()
+    finally:
+        for pid, read_fd, _share in children:  # abandoned (an error): stop and reap the children
+            os.close(read_fd)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+    return results, large, done
+
+
 def hash_tree(
     path: str | os.PathLike[str],
     params: HashParams,
@@ -408,6 +536,17 @@ def hash_tree(
         return wide[0]
 
     try:
+        if _can_fork(narrow, len(entries)):
+
+            def walking() -> None:  # the total is not known until every share is back
+                if progress is not None:
+                    progress(counter.value, None)
+
+            small, found, hashed = _hash_small_in_processes(entries, params, narrow, counter, walking)
+            results.extend(small)
+            small_bytes += hashed
+            take_large(found)
+            entries = []
         for i in range(0, len(entries), _BATCH_FILES):
             batches.add(pool.submit(_hash_batch, entries[i : i + _BATCH_FILES], params, counter))
         while batches or ranges or large_b3:
