@@ -819,3 +819,73 @@ def test_unreleased_weights_need_a_valid_grant(pdp: PDP, drawn: Any) -> None:
     grant_ok = valid_grant(principal, action, resource, entities, context)
     assert grant_ok or d.break_glass, explain(d)
     assert grant_ok or action != "export", explain(d)
+
+
+# -- the decision memo ------------------------------------------------------------------------------
+
+MS = timedelta(milliseconds=1)
+
+
+def test_the_memo_answers_as_cedar_across_every_time_boundary(policies: PolicySet) -> None:
+    """Prime the memo just before each boundary, then ask just at and after it: the answer must be
+    Cedar's own (the memo may only reuse an answer while no compared value has been crossed)."""
+    w = World(background_check=NOW + 3 * DAY, training=NOW + 5 * DAY, not_before=NOW - DAY, expires=NOW + DAY)
+    memo, cedar = PDP(policies), PDP(policies, memo=False)
+    world = memo.entities(w.entities())
+    boundaries = [w.not_before, w.expires, w.background_check, w.training]
+    times = sorted({b + d for b in boundaries for d in (-2 * MS, -MS, 0 * MS, MS)} | {NOW})
+    max_age = memo.mfa_max_age_seconds
+    ages = [-1, 0, 1, 60, max_age - 1, max_age, max_age + 1]
+    seen: set[tuple[bool, tuple[str, ...]]] = set()
+    for age in ages:
+        for t in times:
+            ctx = {**w.context(), "now": t, "mfa_age_seconds": age}
+            got = memo.decide(ALICE, "read", M1, world, ctx)
+            assert got == cedar.decide(ALICE, "read", M1, world, ctx), (t, age)
+            seen.add((got.allowed, got.determining_policies))
+    # The sweep crossed from allow to several different denials.
+    assert (True, ("permit-unreleased-with-grant",)) in seen
+    assert {p for _, ids in seen for p in ids} >= {
+        "forbid-grant-not-yet-valid",
+        "forbid-grant-expired",
+        "forbid-expired-background-check",
+        "forbid-lapsed-training",
+        "forbid-stale-mfa",
+    }
+
+
+def test_the_memo_never_serves_another_requests_answer(policies: PolicySet) -> None:
+    memo = PDP(policies)
+    good = World()
+    world = memo.entities(good.entities())
+    assert memo.decide(ALICE, "read", M1, world, good.context()).allowed
+    # Another action, another device signal, other entities: each decided afresh.
+    assert not memo.decide(ALICE, "export", M1, world, good.context()).allowed
+    assert not memo.decide(ALICE, "read", M1, world, {**good.context(), "device_managed": False}).allowed
+    revoked = World(state="revoked")
+    assert not memo.decide(ALICE, "read", M1, revoked.entities(), revoked.context()).allowed
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        'context.now < principal.background_check_valid_until.offset(duration("1h"))',
+        "context.mfa_age_seconds + 1 < 5",
+        "1 - context.mfa_age_seconds < 5",
+        "context == {}",
+        'context["now"] < principal.background_check_valid_until',
+        "[context.now].contains(principal.background_check_valid_until)",
+        'context.now < datetime("2027-01-01")',
+        "context.now.toDate() < principal.background_check_valid_until",
+    ],
+)
+def test_policies_using_time_otherwise_are_not_memoised(condition: str) -> None:
+    text = f'@id("p")\npermit (principal, action, resource) when {{ {condition} }};'
+    assert pdp_module.memo_literals(text) is None
+
+
+def test_the_packaged_policies_are_memoised_with_their_literals(policies: PolicySet) -> None:
+    assert pdp_module.memo_literals(policies.text) == frozenset({0})
+    assert pdp_module.memo_literals('// context.now + 1\n@id("p") permit (principal, action, resource);') == (
+        frozenset()
+    )

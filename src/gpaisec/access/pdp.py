@@ -31,9 +31,11 @@ import ipaddress
 import json
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -329,6 +331,7 @@ class PolicySet:
     _cedar: Any = field(repr=False)
     _schema: Any = field(repr=False)
     _parse_entities: Callable[[str], EntitySet] = field(repr=False)
+    _memo: _Memo | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.policy_ids)
@@ -433,6 +436,7 @@ class PolicySet:
             _parse_entities=functools.lru_cache(maxsize=_ENTITY_CACHE_SIZE)(
                 functools.partial(_parse_entity_text, schema=schema, schema_text=schema_text)
             ),
+            _memo=_Memo(literals) if (literals := memo_literals(text)) is not None else None,
         )
 
 
@@ -469,19 +473,25 @@ class EntitySet:
     schema_text: str = field(repr=False)
     _handle: Any = field(repr=False)
     _schema: Any = field(repr=False)
+    # Every datetime (as epoch ms) and integer in the entities' attributes, for the decision memo;
+    # None if a value looked like a time but did not parse (then nothing is memoised over this set).
+    _constants: tuple[frozenset[int], frozenset[int]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self._handle)
 
     def with_added(self, entities: Iterable[Mapping[str, Any]]) -> EntitySet:
         """A new set: these entities plus ``entities``, checked against the schema (base not re-parsed)."""
+        added = list(entities)
         try:
-            handle = self._handle.with_added_json_str(json.dumps(list(entities)), self._schema)
+            handle = self._handle.with_added_json_str(json.dumps(added), self._schema)
         except (ValueError, TypeError) as exc:
             raise InputError(
                 f"entities rejected: {_clip(str(exc))}", hint="build them with the *_entity helpers"
             ) from exc
-        return EntitySet(self.schema_text, handle, self._schema)
+        mine, theirs = self._constants, _constants(added)
+        both = None if mine is None or theirs is None else (mine[0] | theirs[0], mine[1] | theirs[1])
+        return EntitySet(self.schema_text, handle, self._schema, both)
 
 
 def _parse_entity_text(text: str, schema: Any, schema_text: str) -> EntitySet:
@@ -491,7 +501,154 @@ def _parse_entity_text(text: str, schema: Any, schema_text: str) -> EntitySet:
         raise InputError(
             f"entities rejected: {_clip(str(exc))}", hint="build them with the *_entity helpers"
         ) from exc
-    return EntitySet(schema_text, handle, schema)
+    return EntitySet(schema_text, handle, schema, _constants(json.loads(text)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The decision memo: Cedar's answer reused while no input it can depend on has changed
+# ---------------------------------------------------------------------------------------------------
+#
+# A request's inputs are the policies, the entities, principal, action, resource and the context.
+# Two context fields change on every request: ``now`` and ``mfa_age_seconds``. A policy set may be
+# memoised only if it uses them in nothing but comparisons (< <= > >= == !=) with an attribute path
+# (``principal.x``, ``context.grant.expires``) or an integer literal, never in arithmetic, a call or
+# a set. Then the decision, as a function of ``now`` (and of the MFA age), can change only where
+# ``now`` crosses a value some path can hold: a datetime among the entities' or the context's values
+# (v or v + 1 ms, for < and <=). The memo stores each decision with the interval between the
+# breakpoints around the ``now`` (and the MFA age) it was computed at, and reuses it only for a
+# request equal in everything else whose ``now`` and MFA age fall in the same intervals. Anything
+# not understood (a policy using them otherwise, a value that looks like a time but does not parse,
+# an error in the decision) is not memoised, and Cedar decides.
+
+_TIME_FIELDS = ("now", "mfa_age_seconds")
+_STRINGS_AND_COMMENTS = re.compile(r'"(?:[^"\\]|\\.)*"|//[^\n]*')
+_OPERAND = r"(?:-?\d+|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)"
+_BEFORE = r"(?:(?<=[({])|(?<=&&)|(?<=\|\|)|(?<=\bif)|(?<=\bthen)|(?<=\belse)|^)\s*"
+_AFTER = r"(?=\s*(?:&&|\|\||\)|\}|;|\bthen\b|\belse\b|$))"
+_CMP = r"\s*(?:<=|>=|==|!=|<|>)\s*"
+_TIME_VAR = r"context\.(?:now|mfa_age_seconds)"
+_COMPARISON = re.compile(
+    rf"{_BEFORE}(?:(?P<a>{_TIME_VAR}){_CMP}(?P<x>{_OPERAND}){_AFTER}"
+    rf"|(?P<y>{_OPERAND}){_CMP}(?P<b>{_TIME_VAR}){_AFTER})",
+    re.M,
+)
+_TIME_USE = re.compile(rf"\b{_TIME_VAR}\b")
+_CONTEXT = re.compile(r"\bcontext\b(?!\s*\.\s*[A-Za-z_]|\s+has\b)")
+_LOOKS_LIKE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_MEMO_SIZE = 4096
+
+
+def memo_literals(text: str) -> frozenset[int] | None:
+    """The integer literals ``now`` and the MFA age are compared with, if the policy text uses them
+    only in comparisons the memo understands; None if it does not (then nothing is memoised)."""
+    code = _STRINGS_AND_COMMENTS.sub(lambda m: '""' if m[0].startswith('"') else "", text)
+    if _CONTEXT.search(code):  # the whole context record used as a value: not understood
+        return None
+    covered: set[int] = set()
+    literals: set[int] = set()
+    for m in _COMPARISON.finditer(code):
+        covered.add(m.start("a") if m["a"] else m.start("b"))
+        operand = m["x"] or m["y"]
+        if operand.lstrip("-").isdigit():
+            literals.add(int(operand))
+    if any(m.start() not in covered for m in _TIME_USE.finditer(code)):
+        return None
+    return frozenset(literals)
+
+
+def _constants(value: Any) -> tuple[frozenset[int], frozenset[int]] | None:
+    """(datetimes as epoch ms, integers) anywhere in ``value``; None if a time-like string fails."""
+    times: set[int] = set()
+    ints: set[int] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, Mapping):
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        elif isinstance(v, bool):
+            continue
+        elif isinstance(v, int):
+            ints.add(v)
+        elif isinstance(v, str) and _LOOKS_LIKE_TIME.match(v):
+            ms = _epoch_ms(v)
+            if ms is None:
+                return None
+            times.add(ms)
+    return frozenset(times), frozenset(ints)
+
+
+def _epoch_ms(text: str) -> int | None:
+    try:
+        t = _parse_time(text)
+    except ValueError:
+        return None
+    return (t - _EPOCH) // _MS
+
+
+def _interval(value: int, points: Iterable[int]) -> tuple[int, int]:
+    """The interval [lo, hi) around ``value`` in which no comparison with a point changes truth."""
+    lo, hi = -(2**63), 2**63
+    for p in points:
+        for b in (p, p + 1):
+            if b <= value:
+                lo = max(lo, b)
+            else:
+                hi = min(hi, b)
+    return lo, hi
+
+
+class _Memo:
+    """Decisions by request (all but ``now`` and the MFA age), each valid over two intervals."""
+
+    def __init__(self, literals: frozenset[int]) -> None:
+        self._literals = literals
+        self._lock = threading.Lock()
+        self._store: OrderedDict[tuple[Any, ...], list[tuple[int, int, int, int, Decision]]] = OrderedDict()
+
+    def key(self, world: EntitySet, request: Mapping[str, Any]) -> tuple[tuple[Any, ...], int, int] | None:
+        ctx = request["context"]
+        now, mfa = (
+            _epoch_ms(ctx["now"]) if isinstance(ctx.get("now"), str) else None,
+            ctx.get("mfa_age_seconds"),
+        )
+        if now is None or world._constants is None or isinstance(mfa, bool) or not isinstance(mfa, int):
+            return None
+        rest = json.dumps({k: v for k, v in ctx.items() if k not in _TIME_FIELDS}, sort_keys=True)
+        p, r = request["principal"], request["resource"]
+        return (world, p["type"], p["id"], request["action"]["id"], r["type"], r["id"], rest), now, mfa
+
+    def get(self, key: tuple[tuple[Any, ...], int, int]) -> Decision | None:
+        k, now, mfa = key
+        with self._lock:
+            for n_lo, n_hi, m_lo, m_hi, decision in self._store.get(k, ()):
+                if n_lo <= now < n_hi and m_lo <= mfa < m_hi:
+                    self._store.move_to_end(k)
+                    return decision
+        return None
+
+    def put(
+        self, key: tuple[tuple[Any, ...], int, int], world: EntitySet, ctx: Mapping[str, Any], d: Decision
+    ) -> None:
+        k, now, mfa = key
+        assert world._constants is not None
+        found = _constants({n: v for n, v in ctx.items() if n not in _TIME_FIELDS})
+        if found is None:
+            return
+        times = world._constants[0] | found[0]
+        ints = world._constants[1] | found[1] | self._literals
+        n_lo, n_hi = _interval(now, times)
+        m_lo, m_hi = _interval(mfa, ints)
+        with self._lock:
+            entries = self._store.setdefault(k, [])
+            entries.append((n_lo, n_hi, m_lo, m_hi, d))
+            del entries[:-8]
+            self._store.move_to_end(k)
+            while len(self._store) > _MEMO_SIZE:
+                self._store.popitem(last=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -518,7 +675,11 @@ class PDP:
     """
 
     def __init__(
-        self, policies: PolicySet, *, mfa_max_age_seconds: int = DEFAULT_MFA_MAX_AGE_SECONDS
+        self,
+        policies: PolicySet,
+        *,
+        mfa_max_age_seconds: int = DEFAULT_MFA_MAX_AGE_SECONDS,
+        memo: bool = True,
     ) -> None:
         if isinstance(mfa_max_age_seconds, bool) or not isinstance(mfa_max_age_seconds, int):
             raise ConfigError(f"mfa_max_age_seconds must be an integer, not {mfa_max_age_seconds!r}")
@@ -529,6 +690,7 @@ class PDP:
         self._policies = policies
         self._max_age = mfa_max_age_seconds
         self._schema = policies._schema
+        self._memo = policies._memo if memo else None
 
     @property
     def policies(self) -> PolicySet:
@@ -569,13 +731,22 @@ class PDP:
             request = self._cedar_request(Request(principal, action, resource, context))
         except _BadRequest as exc:
             return _denied(str(exc))
-        # 3. Ask Cedar, with the pre-parsed policies, entities and schema (it validates the request).
+        # 3. Cedar's earlier answer to this very request, if ``now`` and the MFA age have crossed
+        #    none of the values the policies compare them with since (see "The decision memo").
+        memo = self._memo
+        key = memo.key(world, request) if memo is not None else None
+        if key is not None and memo is not None and (known := memo.get(key)) is not None:
+            return known
+        # 4. Ask Cedar, with the pre-parsed policies, entities and schema (it validates the request).
         try:
             result = cedarpy.is_authorized(request, self._policies._cedar, world._handle, self._schema)
         except (ValueError, TypeError, KeyError) as exc:
             return _denied(f"Cedar could not evaluate the request: {exc}")
-        # 4. Fail closed on any error, and name the policies that decided.
-        return self._decision(result)
+        # 5. Fail closed on any error, and name the policies that decided.
+        decision = self._decision(result)
+        if key is not None and memo is not None and not decision.errors:
+            memo.put(key, world, request["context"], decision)
+        return decision
 
     def authorize(
         self,
