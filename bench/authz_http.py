@@ -8,8 +8,10 @@ account ``pep`` owned by alice with a live ``weights:read`` token, and an active
 for it (alice requests, bob and carol approve with fresh MFA). Starts ``gpaisec serve`` on a free
 127.0.0.1 port in a subprocess (one uvicorn process, plain HTTP on loopback), then sends
 ``--requests`` decisions (or stops after ``--seconds``) from ``--concurrency`` threads, each with
-its own keep-alive httpx client. Every decision is the full path: token check, store reads, Cedar,
-and one audit event sealed (Merkle nodes and a signed checkpoint) in the decision's transaction.
+its own keep-alive httpx client (``--tool wrk``: the same requests from wrk, a C load generator,
+Debian package ``wrk``). Every decision is the full path: token check, store reads, Cedar, and its
+audit event committed by the group-commit writer (one signed checkpoint per batch of decisions)
+before the answer is sent.
 
 Reports decisions/s and p50/p90/p99/max latency (client side), and how many answers were allow.
 ``--baseline`` also times GET /api/v1/me with the same token: what the HTTP layer and the token
