@@ -172,7 +172,11 @@ class Sighting(Base):
     """A weight file seen at a path by a scan, and what it matched."""
 
     __tablename__ = "sightings"
-    __table_args__ = (Index("ix_sightings_version_seen", "version_id", "seen_at"),)
+    __table_args__ = (
+        Index("ix_sightings_version_seen", "version_id", "seen_at"),
+        # Covers "the latest scan of each location, and what it saw" (the registry view) without the table.
+        Index("ix_sightings_location_scan_version", "location_id", "scan_id", "version_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"), index=True)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -547,30 +547,50 @@ def registry_view(ws: Workspace, *, model: str | None = None) -> list[dict[str, 
         open_findings = list(s.scalars(select(Finding).where(Finding.state != "resolved")))
         devices = {d.id: d for d in s.scalars(select(Device))}
         locations = {loc.id: loc for loc in s.scalars(select(Location))}
-        # The latest scan that covered each location, and what each scan saw.
-        latest: dict[str, str] = {}
-        for loc_id, scan_id in s.execute(
+        # The latest scan that covered each location (from the distinct (location, scan) pairs).
+        latest: dict[str, tuple[dt.datetime, str]] = {}
+        pairs = (
             select(Sighting.location_id, Sighting.scan_id)
-            .join(Scan, Scan.id == Sighting.scan_id)
             .where(Sighting.location_id.is_not(None))
-            .order_by(Scan.started_at)
+            .distinct()
+            .subquery()
+        )
+        for loc_id, scan_id, started in s.execute(
+            select(pairs.c.location_id, pairs.c.scan_id, Scan.started_at).join(
+                Scan, Scan.id == pairs.c.scan_id
+            )
         ):
-            latest[str(loc_id)] = scan_id
+            have = latest.get(str(loc_id))
+            if have is None or (started, scan_id) > have:
+                latest[str(loc_id)] = (started, scan_id)
+        # How many files of each version each location's latest scan saw: counted by the database
+        # (the covering index ix_sightings_location_scan_version answers both queries).
+        seen_latest: dict[tuple[str, str], int] = {}
+        for loc_id, scan_id, ver_id, n in s.execute(
+            select(Sighting.location_id, Sighting.scan_id, Sighting.version_id, func.count())
+            .where(Sighting.location_id.is_not(None), Sighting.version_id.is_not(None))
+            .group_by(Sighting.location_id, Sighting.scan_id, Sighting.version_id)
+        ):
+            if latest.get(str(loc_id), (None, None))[1] == scan_id:
+                seen_latest[(str(loc_id), str(ver_id))] = int(n)
+        findings_by_sighting: dict[str, list[str]] = {}
+        findings_by_location: dict[str, list[str]] = {}
+        for f in open_findings:
+            if f.sighting_id:
+                findings_by_sighting.setdefault(f.sighting_id, []).append(f.id)
+            if f.location_id:
+                findings_by_location.setdefault(f.location_id, []).append(f.id)
+        approvals_by_version: dict[str, list[LocationApproval]] = {}
+        for a in approvals:
+            approvals_by_version.setdefault(a.version_id, []).append(a)
         out: list[dict[str, Any]] = []
         for v in versions:
-            sightings = list(
-                s.scalars(
-                    select(Sighting).where(Sighting.version_id == v.id).order_by(Sighting.seen_at.desc())
-                )
-            )
             copies: list[dict[str, Any]] = []
             approved_ids = set()
-            for a in approvals:
-                if a.version_id != v.id:
-                    continue
+            for a in approvals_by_version.get(v.id, []):
                 loc = a.location
                 approved_ids.add(loc.id)
-                seen = [x for x in sightings if x.location_id == loc.id and x.scan_id == latest.get(loc.id)]
+                files = seen_latest.get((loc.id, v.id), 0)
                 copies.append(
                     {
                         "location": loc.label,
@@ -579,21 +599,30 @@ def registry_view(ws: Workspace, *, model: str | None = None) -> list[dict[str, 
                         "storage": loc.storage,
                         "approved": True,
                         "last_scan_at": loc.last_scan_at,
-                        "present": bool(seen) if loc.last_scan_at else None,
-                        "files": len(seen),
-                        "findings": [f.id for f in open_findings if f.location_id == loc.id],
+                        "present": bool(files) if loc.last_scan_at else None,
+                        "files": files,
+                        "findings": findings_by_location.get(loc.id, []),
                     }
                 )
+            # Every other place the version was seen: only those rows, and only the columns shown.
+            q_else = (
+                select(Sighting.id, Sighting.location_id, Sighting.device_id, Sighting.path, Sighting.seen_at)
+                .where(Sighting.version_id == v.id)
+                .order_by(Sighting.seen_at.desc())
+            )
+            if approved_ids:
+                q_else = q_else.where(
+                    Sighting.location_id.is_(None) | Sighting.location_id.not_in(sorted(approved_ids))
+                )
             elsewhere: dict[tuple[str | None, str], dict[str, Any]] = {}
-            for x in sightings:
-                if x.location_id in approved_ids:
-                    continue
-                loc_row = locations.get(x.location_id) if x.location_id else None
-                place = loc_row.label if loc_row else x.path.rsplit("/", 1)[0]
-                dev = devices.get(x.device_id) if x.device_id else None
-                key = (x.device_id, place)
+            for sighting_id, location_id, device_id, path, seen_at in s.execute(q_else):
+                loc_row = locations.get(location_id) if location_id else None
+                place = loc_row.label if loc_row else path.rsplit("/", 1)[0]
+                dev = devices.get(device_id) if device_id else None
+                key = (device_id, place)
                 if key in elsewhere:
                     elsewhere[key]["files"] += 1
+                    elsewhere[key]["findings"].extend(findings_by_sighting.get(sighting_id, []))
                     continue
                 elsewhere[key] = {
                     "location": place if loc_row else f"{dev.name if dev else '?'}:{place}",
@@ -601,13 +630,15 @@ def registry_view(ws: Workspace, *, model: str | None = None) -> list[dict[str, 
                     "managed": dev.managed if dev else False,
                     "storage": loc_row.storage if loc_row else "unknown",
                     "approved": False,
-                    "last_scan_at": x.seen_at,
+                    "last_scan_at": seen_at,
                     "present": True,
                     "files": 1,
-                    "findings": [
-                        f.id for f in open_findings if f.version_id == v.id and f.sighting_id == x.id
-                    ],
+                    "findings": list(findings_by_sighting.get(sighting_id, [])),
                 }
+            version_findings = [f.id for f in open_findings if f.version_id == v.id]
+            version_finding_ids = set(version_findings)
+            for copy in elsewhere.values():
+                copy["findings"] = [f for f in copy["findings"] if f in version_finding_ids]
             out.append(
                 {
                     "version": v.ref,
@@ -618,7 +649,7 @@ def registry_view(ws: Workspace, *, model: str | None = None) -> list[dict[str, 
                         for a in v.artifacts
                     ],
                     "copies": copies + list(elsewhere.values()),
-                    "open_findings": [f.id for f in open_findings if f.version_id == v.id],
+                    "open_findings": version_findings,
                 }
             )
         return out
