@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "NO_CONTROL",
@@ -23,6 +23,11 @@ __all__ = [
     "GrantPublic",
     "GrantRowPublic",
     "MePublic",
+    "PasskeyCreate",
+    "PasskeyPublic",
+    "PasskeySignInBody",
+    "SessionInfoPublic",
+    "WebAuthnOptionsPublic",
     "ReasonBody",
     "ReviewDecisionBody",
     "ReviewItemPublic",
@@ -50,13 +55,67 @@ class _In(BaseModel):
         return value
 
 
+# A PublicKeyCredential as the browser's toJSON() gives it (py_webauthn parses and checks it).
+_CREDENTIAL = "a PublicKeyCredential from navigator.credentials, as its toJSON() gives it"
+
+
+def _one_factor(code: str | None, webauthn: dict[str, Any] | None, *, required: bool) -> None:
+    if code is not None and webauthn is not None:
+        raise ValueError("give a one-time code or a passkey's assertion, not both")
+    if required and code is None and webauthn is None:
+        raise ValueError("give a one-time code or a passkey's assertion")
+
+
 class SessionCreate(_In):
     username: str = Field(min_length=1, max_length=100)
     password: str = Field(min_length=1, max_length=1024, json_schema_extra={"format": "password"})
     totp_code: str | None = Field(default=None, max_length=64, description="One-time or recovery code.")
+    webauthn: dict[str, Any] | None = Field(
+        default=None,
+        description=f"Instead of totp_code: {_CREDENTIAL}, for the options of POST /session/webauthn.",
+    )
     device: str = Field(
         min_length=1, max_length=200, description="The device's name or key fingerprint (sha256:...)."
     )
+
+    @model_validator(mode="after")
+    def _factors(self) -> SessionCreate:
+        _one_factor(self.totp_code, self.webauthn, required=False)
+        return self
+
+
+class PasskeySignInBody(_In):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1024, json_schema_extra={"format": "password"})
+
+
+class WebAuthnOptionsPublic(BaseModel):
+    public_key: dict[str, Any] = Field(
+        description="Options for navigator.credentials (get or create), challenge and ids in base64url."
+    )
+
+
+class PasskeyCreate(_In):
+    credential: dict[str, Any] = Field(description=f"The new passkey: {_CREDENTIAL}.")
+
+
+class PasskeyPublic(BaseModel):
+    id: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    transports: list[str]
+    sign_count: int
+
+
+class SessionInfoPublic(BaseModel):
+    id: str
+    device: str
+    source: str
+    created_at: dt.datetime
+    last_seen_at: dt.datetime
+    mfa_at: dt.datetime | None
+    expires_at: dt.datetime
+    current: bool
 
 
 class SessionPublic(BaseModel):
@@ -68,7 +127,18 @@ class SessionPublic(BaseModel):
 
 
 class StepUpBody(_In):
-    code: str = Field(min_length=1, max_length=64)
+    code: str | None = Field(
+        default=None, min_length=1, max_length=64, description="One-time or recovery code."
+    )
+    webauthn: dict[str, Any] | None = Field(
+        default=None,
+        description=f"Instead of code: {_CREDENTIAL}, for the options of POST /session/mfa/webauthn.",
+    )
+
+    @model_validator(mode="after")
+    def _factors(self) -> StepUpBody:
+        _one_factor(self.code, self.webauthn, required=True)
+        return self
 
 
 class MePublic(BaseModel):
