@@ -24,7 +24,7 @@ from gpaisec.crypto import (
 )
 from gpaisec.crypto import sealed as fmt
 from gpaisec.crypto.local import LocalKeyProvider
-from gpaisec.errors import IntegrityError
+from gpaisec.errors import InputError, IntegrityError
 from tests.crypto.conftest import FAST_ARGON
 
 CS = 4096  # the smallest chunk size: many chunks from small files
@@ -325,3 +325,45 @@ def test_memory_does_not_grow_with_the_file(
             os.close(fd)
     assert peaks[0] >= 4 * cs  # the buffers are traced: the comparison below means something
     assert peaks[1] < peaks[0] + cs, f"peak {peaks[1]} for 128 chunks vs {peaks[0]} for 8"
+
+
+# -- atomic output ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "partial-file"])
+def test_seal_file_output_is_whole_or_absent(
+    tmp_path: Path, local_provider: LocalKeyProvider, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    from gpaisec.crypto import files
+
+    if not unnamed:
+        monkeypatch.setattr(files, "_unnamed_file", lambda directory: None)
+    elif files._unnamed_file(tmp_path) is None:
+        pytest.skip("this file system has no O_TMPFILE")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    data = os.urandom(9 * CS)
+    (tmp_path / "w").write_bytes(data)
+    seal_file(tmp_path / "w", out_dir / "w.sealed", local_provider, "model-a", chunk_size=CS)
+    assert _unseal_bytes(out_dir / "w.sealed", local_provider) == data
+
+    with pytest.raises(InputError, match="already exists"):
+        seal_file(tmp_path / "w", out_dir / "w.sealed", local_provider, "model-a")
+    data2 = os.urandom(3 * CS)
+    (tmp_path / "w").write_bytes(data2)
+    seal_file(tmp_path / "w", out_dir / "w.sealed", local_provider, "model-a", overwrite=True)
+    assert _unseal_bytes(out_dir / "w.sealed", local_provider) == data2
+
+    real_encrypt = fmt.encrypt_stream
+
+    def failing(*args: object, **kwargs: object) -> fmt.Core:
+        real_encrypt(*args, **kwargs)  # type: ignore[arg-type]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fmt, "encrypt_stream", failing)
+    with pytest.raises(OSError, match="disk full"):
+        seal_file(tmp_path / "w", out_dir / "new.sealed", local_provider, "model-a")
+    with pytest.raises(OSError, match="disk full"):
+        seal_file(tmp_path / "w", out_dir / "w.sealed", local_provider, "model-a", overwrite=True)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["w.sealed"]
+    assert _unseal_bytes(out_dir / "w.sealed", local_provider) == data2

@@ -8,8 +8,10 @@ complete), so no plaintext copy appears anywhere else.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -117,26 +119,86 @@ def seal_to(
     )
 
 
+def _unnamed_file(directory: Path) -> int | None:
+    """An unnamed file in ``directory`` (``O_TMPFILE``), or None where the kernel or file system lacks it."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise InputError(f"cannot write in {directory}: {exc.strerror}") from None
+
+
+def _link_unnamed(fd: int, dst: Path, *, overwrite: bool) -> None:
+    """Give the unnamed file ``fd`` the name ``dst`` (atomically; replacing it only if ``overwrite``).
+
+    ``linkat(AT_FDCWD, "/proc/self/fd/N", dirfd, name, AT_SYMLINK_FOLLOW)``: Python calls plain
+    ``link()`` (which would link the /proc symlink itself) unless a directory fd is given.
+    """
+    proc = f"/proc/self/fd/{fd}"
+    dir_fd = os.open(dst.absolute().parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if not overwrite:
+            try:
+                os.link(proc, dst.name, dst_dir_fd=dir_fd, follow_symlinks=True)
+            except FileExistsError:
+                raise InputError(f"{dst} already exists", hint="remove it or pass overwrite=True") from None
+            return
+        while True:  # link() cannot replace: link under a fresh temporary name, then rename over dst
+            tmp = f".{dst.name}.{secrets.token_hex(8)}.partial"
+            try:
+                os.link(proc, tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
+                break
+            except FileExistsError:
+                continue
+        try:
+            os.replace(tmp, dst.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
+
+
 @contextlib.contextmanager
 def _atomic_output(dst: Path, *, overwrite: bool) -> Iterator[int]:
-    """A temporary file beside ``dst``; renamed over it only if the block succeeds, else removed."""
+    """A new file that appears at ``dst`` complete, or not at all.
+
+    Where the file system allows (Linux: ext4, xfs, btrfs, tmpfs), the file is written unnamed
+    (``O_TMPFILE``), fsynced, and then linked in as ``dst``: a seal killed at any point before leaves
+    nothing behind. Elsewhere it is written as ``.<name>.<random>.partial`` beside ``dst`` and renamed
+    over it; a seal killed while writing leaves that file, which opening refuses (its header is
+    written last). In that fallback, and when replacing an existing ``dst``, a kill in the instant
+    between the final fsync and the rename leaves a complete sealed copy under the ``.partial`` name.
+    """
     directory = dst.absolute().parent
     if not directory.is_dir():
         raise InputError(f"cannot write {dst}: directory {directory} does not exist")
     if dst.exists() and not overwrite:
         raise InputError(f"{dst} already exists", hint="remove it or pass overwrite=True")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=directory)
-    try:
-        yield fd
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, dst)
-    except BaseException:
-        if fd >= 0:
+    unnamed = _unnamed_file(directory)
+    if unnamed is not None:
+        try:
+            yield unnamed
+            os.fsync(unnamed)
+            _link_unnamed(unnamed, dst, overwrite=overwrite)
+        finally:
+            os.close(unnamed)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=directory)
+        try:
+            yield fd
+            os.fsync(fd)
             os.close(fd)
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            fd = -1
+            os.replace(tmp, dst)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            Path(tmp).unlink(missing_ok=True)
+            raise
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -296,7 +358,7 @@ class SealedReader:
         ln = self.core.chunk_length(i)
         ct = bytearray(ln + fmt.TAG_SIZE)
         fmt.read_exact_at(self._fd, memoryview(ct), self.core.chunk_offset(i))
-        return self._cipher.decrypt(i, bytes(ct))
+        return self._cipher.decrypt(i, ct)
 
     def pread(self, offset: int, size: int) -> bytes:
         """Plaintext ``[offset, offset+size)`` (clipped at the end), decrypting only the chunks needed."""
