@@ -323,7 +323,7 @@ class ChunkCipher:
             out[:] = bytes(len(out))
             raise self._refused(i) from None
 
-    def decrypt(self, i: int, ciphertext: bytes) -> bytes:
+    def decrypt(self, i: int, ciphertext: bytes | bytearray | memoryview) -> bytes:
         try:
             return self._aes.decrypt(self.nonce(i), ciphertext, self.aad(i))
         except InvalidTag:
@@ -569,7 +569,7 @@ def iter_chunks(src_fd: int, core: Core, payload_key: bytes) -> Iterator[bytes]:
         ln = core.chunk_length(i)
         ct = bytearray(ln + TAG_SIZE)
         read_exact_at(src_fd, memoryview(ct), core.chunk_offset(i))
-        pt = cipher.decrypt(i, bytes(ct))
+        pt = cipher.decrypt(i, ct)
         hasher.update(pt)
         if i == core.chunk_count - 1 and not hmac.compare_digest(hasher.digest(), core.digest):
             raise SealedIntegrityError(f"the plaintext's {core.digest_name} digest does not match the header")
