@@ -1,20 +1,36 @@
-"""Sign-in and sign-out pages (the API's cookie session, so one sign-in serves both)."""
+"""Sign-in, sign-out and my account (the API's cookie session, so one sign-in serves both).
+
+``/login`` takes a one-time code, or a passkey's assertion that ``/static/webauthn.js`` puts in the
+form's hidden ``webauthn`` field after asking the API for options (``POST /api/v1/session/webauthn``);
+without JavaScript the code still works. ``/account`` shows my sessions and passkeys, confirms a
+fresh second factor, removes a passkey (registering one needs the browser's passkey dialogue, so
+webauthn.js does it through the API) and signs me out everywhere.
+"""
 
 from __future__ import annotations
+
+import datetime as dt
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from gpaisec.access import accounts
-from gpaisec.access.mfa import MfaError
+from gpaisec.access import accounts, webauthn
+from gpaisec.access.mfa import MfaError, SecondFactor
 from gpaisec.access.passwords import WrongPasswordError
 from gpaisec.access.ratelimit import ThrottledError
+from gpaisec.api.deps import Caller
+from gpaisec.api.routes.session import relying_party
 from gpaisec.errors import GpaisecError
+from gpaisec.store.base import utcnow
 from gpaisec.web import _session as sess
-from gpaisec.web._common import Refused, Route, guard, render, status_of
+from gpaisec.web._common import IDENT, Refused, Route, guard, page, problem, render, status_of
 
 __all__ = ["ROUTES"]
+
+MAX_ASSERTION = 16_384  # characters of a passkey's assertion (a few hundred bytes in practice)
+DONE = {"mfa": "second factor confirmed", "registered": "passkey registered", "removed": "passkey removed"}
 
 
 async def login(request: Request) -> Response:
@@ -31,29 +47,35 @@ async def login(request: Request) -> Response:
         return render(
             request, "login.html", None, status=403, error="the form expired; try again", form=again
         )
-    if not all(isinstance(f, str) for f in fields):
+    assertion = form.get("webauthn") or ""
+    if not all(isinstance(f, str) for f in fields) or not isinstance(assertion, str):
         return render(request, "login.html", None, status=400, error="fill in every field", form=again)
     user, password, code, device = (str(f) for f in fields)
     source = request.client.host if request.client else "unknown"
     ctx = sess.context(request)
     try:
+        factor: str | SecondFactor | None = code or None
+        if assertion:
+            if len(assertion) > MAX_ASSERTION:
+                raise accounts.SignInError()
+            factor = webauthn.Assertion(assertion, relying_party(request))
         signed = await run_in_threadpool(
-            accounts.authenticate, ctx.workspace, user, password, code or None, device, source=source
+            accounts.authenticate, ctx.workspace, user, password, factor, device, source=source
         )
     except (WrongPasswordError, MfaError):
-        # One answer for an unknown user, a wrong password and a wrong code, as the API gives.
+        # One answer for an unknown user, a wrong password and a wrong code or passkey, as the API gives.
         return render(
             request,
             "login.html",
             None,
             status=401,
-            error="sign-in failed: check the user name, password and one-time code",
+            error="sign-in failed: check the user name, password and second factor",
             form=again,
         )
     except ThrottledError as exc:
-        page = render(request, "login.html", None, status=429, error=exc.diagnostics(), form=again)
-        page.headers["Retry-After"] = str(exc.retry_after)
-        return page
+        page_ = render(request, "login.html", None, status=429, error=exc.diagnostics(), form=again)
+        page_.headers["Retry-After"] = str(exc.retry_after)
+        return page_
     except GpaisecError as exc:
         return render(request, "login.html", None, status=status_of(exc), error=exc.diagnostics(), form=again)
     max_age = max(1, int((signed.session.expires_at - signed.session.created_at).total_seconds()))
@@ -76,7 +98,80 @@ async def logout(request: Request) -> Response:
     return response
 
 
+def _account_values(caller: Caller) -> dict[str, Any]:
+    sessions = accounts.list_sessions(caller.workspace, caller.username)
+    mine = next((x for x in sessions if x.id == caller.session_id), None)
+    mfa_at = mine.mfa_at if mine else None
+    now = utcnow()
+    fresh = mfa_at is not None and dt.timedelta(0) <= now - mfa_at <= webauthn.FRESH_MFA
+    return {
+        "title": "My account",
+        "sessions": sessions,
+        "passkeys": webauthn.list_passkeys(caller.workspace, caller.username),
+        "fresh": fresh,
+        "mfa_at": mfa_at.isoformat(timespec="seconds") if mfa_at else None,
+        "fresh_until": (mfa_at + webauthn.FRESH_MFA).isoformat(timespec="seconds") if mfa_at else None,
+        "fresh_minutes": int(webauthn.FRESH_MFA.total_seconds() // 60),
+    }
+
+
+async def _account_page(
+    request: Request,
+    caller: Caller,
+    *,
+    status: int = 200,
+    notice: str | None = None,
+    error: str | None = None,
+) -> Response:
+    values = await run_in_threadpool(_account_values, caller)
+    return render(request, "account.html", caller, status=status, notice=notice, error=error, **values)
+
+
+@page(None)
+async def account(request: Request, caller: Caller, form: dict[str, Any]) -> Response:
+    return await _account_page(request, caller, notice=DONE.get(request.query_params.get("done", "")))
+
+
+@page(None)
+async def account_mfa(request: Request, caller: Caller, form: dict[str, Any]) -> Response:
+    code = form.get("code")
+    if not isinstance(code, str) or not code.strip() or len(code) > 64:
+        return await _account_page(request, caller, status=400, error="type a one-time or recovery code")
+    assert caller.session_token is not None
+    try:
+        await run_in_threadpool(accounts.step_up, caller.workspace, caller.session_token, code)
+    except GpaisecError as exc:
+        return await _account_page(request, caller, status=status_of(exc), error=exc.diagnostics())
+    return RedirectResponse("/account?done=mfa", status_code=303)
+
+
+@page(None)
+async def account_remove_passkey(request: Request, caller: Caller, form: dict[str, Any]) -> Response:
+    passkey = request.path_params.get("passkey_id", "")
+    if not isinstance(passkey, str) or not IDENT.match(passkey):
+        return problem(request, caller, 404, "not found", "no such passkey")
+    assert caller.session_token is not None
+    try:
+        await run_in_threadpool(webauthn.remove_passkey, caller.workspace, caller.session_token, passkey)
+    except GpaisecError as exc:
+        return await _account_page(request, caller, status=status_of(exc), error=exc.diagnostics())
+    return RedirectResponse("/account?done=removed", status_code=303)
+
+
+@page(None)
+async def account_logout_all(request: Request, caller: Caller, form: dict[str, Any]) -> Response:
+    assert caller.session_token is not None
+    await run_in_threadpool(accounts.logout_all, caller.workspace, caller.session_token)
+    response = RedirectResponse("/login", status_code=303)
+    sess.clear_session_cookies(request, response)
+    return response
+
+
 ROUTES: tuple[Route, ...] = (
     ("/login", ("GET", "POST"), login),
     ("/logout", ("GET", "POST"), logout),
+    ("/account", ("GET",), account),
+    ("/account/mfa", ("POST",), account_mfa),
+    ("/account/passkeys/{passkey_id}/remove", ("POST",), account_remove_passkey),
+    ("/account/logout-all", ("POST",), account_logout_all),
 )
