@@ -136,7 +136,7 @@ def test_sign_in_and_a_planted_copy_turns_a4_2_2_red(site: Site, browser_page: A
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_label("One-time code").fill(mfa.totp_code(site.secret, utcnow()))
     page.get_by_label("Device (name or key fingerprint)").fill("laptop-erin")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(site.url + "/")
     assert "No assessment has been run yet" in page.inner_text("main")
 
@@ -187,7 +187,8 @@ def test_sign_in_and_a_planted_copy_turns_a4_2_2_red(site: Site, browser_page: A
     assert "Inclusion proof" in page.inner_text("section.proof")
     # The proof checks in the page (WebCrypto: SHA-256 fold, then the checkpoint's Ed25519 signature).
     page.get_by_role("button", name="Check in this browser").click()
-    page.wait_for_selector("#proof-result.good")
+    page.wait_for_selector("#proof-result.good, #proof-result.bad")
+    assert "good" in (page.get_attribute("#proof-result", "class") or ""), page.inner_text("#proof-result")
     verdict = page.inner_text("#proof-result")
     assert verdict.startswith("Verified: entry "), verdict
     assert "signature verifies" in verdict
@@ -220,6 +221,18 @@ def test_sign_in_and_a_planted_copy_turns_a4_2_2_red(site: Site, browser_page: A
     assert "Prevent copies to unmanaged devices" in page.inner_text("h1")
     page.screenshot(path=str(shots / "measure.png"), full_page=True)
 
+    # Access, and an access review started from its page.
+    page.get_by_role("navigation").get_by_role("link", name="Access").click()
+    page.wait_for_url(site.url + "/access")
+    page.screenshot(path=str(shots / "access.png"), full_page=True)
+    page.goto(site.url + "/access/reviews")
+    page.get_by_role("button", name="Start a review now").click()
+    page.wait_for_selector("p.notice")
+    page.locator("#campaigns a").first.click()
+    page.wait_for_selector("h1")
+    assert "Review" in page.inner_text("h1")
+    page.screenshot(path=str(shots / "review.png"), full_page=True)
+
     # Sign out: back to the sign-in page, and the overview is gone.
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(site.url + "/login")
@@ -228,7 +241,17 @@ def test_sign_in_and_a_planted_copy_turns_a4_2_2_red(site: Site, browser_page: A
 
     assert csp_errors == []
     names = sorted(p.name for p in shots.iterdir())
-    pages = ["audit", "login", "measure", "overview-wall", "overview", "registry", "reports"]
+    pages = [
+        "access",
+        "audit",
+        "login",
+        "measure",
+        "overview-wall",
+        "overview",
+        "registry",
+        "reports",
+        "review",
+    ]
     assert names == [f"{name}.png" for name in pages]
     assert all((shots / n).stat().st_size > 1000 for n in names)
 
@@ -252,7 +275,7 @@ def sign_in_page(browser: Any, site: Site, username: str, secret: str, *, at: dt
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_label("One-time code").fill(mfa.totp_code(secret, at))
     page.get_by_label("Device (name or key fingerprint)").fill(f"laptop-{username}")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_load_state()
     assert "/login" not in page.url, page.inner_text("main")
     return page

@@ -203,7 +203,8 @@ async def reviews_page(request: Request, caller: Caller, form: dict[str, Any]) -
         try:
             if form.get("op") != "start":
                 raise InputError("unknown action on this page", hint="reload the page and try again")
-            c = await run_in_threadpool(reviews.start_review, caller.workspace)
+            started = await run_in_threadpool(reviews.start_review, caller.workspace)
+            c = await run_in_threadpool(reviews.get_review, caller.workspace, started.id)
             notice = f"review {c.id} started with {len(c.items)} principals to decide"
         except GpaisecError as exc:
             error, status = exc.diagnostics(), status_of(exc)
