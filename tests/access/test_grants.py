@@ -1,16 +1,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import pytest
 
-from gpaisec.access import grants
+from gpaisec.access import accounts, grants
 from gpaisec.errors import ConflictError, DeniedError, InputError
 from gpaisec.store.base import utcnow
 from gpaisec.weights import registry
 from gpaisec.workspace import Workspace
-from tests.access.test_accounts import actions, add_device, add_human, fast_hashes, login  # noqa: F401
+from tests.access.test_accounts import (  # noqa: F401
+    actions,
+    add_device,
+    add_human,
+    audit,
+    fast_hashes,
+    login,
+)
 
 
 @dataclass
@@ -151,3 +159,43 @@ def test_break_glass_is_active_at_once_with_a_critical_finding(workspace: Worksp
     assert {"grant.break_glass", "grant.break_glass.denied", "grant.break_glass.review"} <= set(
         actions(workspace)
     )
+
+
+def test_revoking_by_session_needs_admin_an_approver_of_the_grant_or_the_requester(
+    workspace: Workspace,
+) -> None:
+    w = make_world(workspace)
+    add_device(workspace, "laptop-erin")
+    add_device(workspace, "laptop-frank")
+    erin = add_human(workspace, "erin", roles=("admin",))
+    frank = add_human(workspace, "frank", roles=("approver",))
+    assert erin
+    assert frank
+    erin_token = login(workspace, "erin", erin, "laptop-erin").token
+    frank_token = login(workspace, "frank", frank, "laptop-frank").token
+    gid = request(workspace)
+    grants.approve_grant(workspace, gid, session_token=w.tokens["bob"])
+    grants.approve_grant(workspace, gid, session_token=w.tokens["carol"])
+    # An approver who did not approve this grant, and someone with no role at all: refused, audited.
+    for token, name in ((frank_token, "frank"), (w.tokens["dave"], "dave")):
+        with pytest.raises(DeniedError, match=f"{name} may not revoke"):
+            grants.revoke_grant(workspace, gid, reason="tidying up", session_token=token)
+    denied = [json.loads(bytes(e.entry)) for e in audit(workspace) if e.action == "grant.revoke.denied"]
+    assert [d["details"]["revoker"] for d in denied] == ["frank", "dave"]
+    assert denied[0]["actor"] == "user:frank"
+    (row,) = grants.list_grants(workspace)
+    assert row["state"] == "active"
+    # One of its approvers may.
+    g = grants.revoke_grant(workspace, gid, reason="evaluation finished", session_token=w.tokens["carol"])
+    assert g.state == "revoked"
+    assert g.revoked_by == "user:carol"
+    # An admin may revoke any grant; the requester may give up their own.
+    for token in (erin_token, w.tokens["alice"]):
+        other = request(workspace)
+        assert (
+            grants.revoke_grant(workspace, other, reason="not needed", session_token=token).state == "revoked"
+        )
+    # An ended session revokes nothing.
+    accounts.logout(workspace, erin_token)
+    with pytest.raises(DeniedError):
+        grants.revoke_grant(workspace, request(workspace), reason="not needed", session_token=erin_token)

@@ -285,17 +285,51 @@ def deny_grant(ws: Workspace, grant_id: str, *, session_token: str, reason: str)
     return guarded(ws, actor, run)
 
 
-def revoke_grant(ws: Workspace, grant_id: str, *, reason: str, actor: str | None = None) -> Grant:
-    """End a requested or active grant now."""
+def revoke_grant(
+    ws: Workspace,
+    grant_id: str,
+    *,
+    reason: str,
+    actor: str | None = None,
+    session_token: str | None = None,
+) -> Grant:
+    """End a requested or active grant now.
+
+    With ``session_token`` (the CLI), the revoker is that session's account, and it must be an admin,
+    an approver of this grant, or the grant's requester (giving up one's own access is always
+    allowed); anyone else is refused and audited (``grant.revoke.denied``). Without it the caller
+    has already decided who may revoke (the API and the pages check roles; reviews revoke through
+    their own decisions).
+    """
     now = utcnow()
     who = actor or ws.actor
-    with ws.transaction() as s:
+    revoker: Account | None = None
+    if session_token is not None:
+        revoker = resolve_session(ws, session_token, now=now).account
+        who = f"user:{revoker.username}"
+
+    def run(s: DBSession) -> Grant:
         g = get_grant(s, grant_id)
+        if revoker is not None:
+            approvers = {a.approver_id for a in g.approvals}
+            allowed = "admin" in revoker.roles or revoker.id in approvers or revoker.id == g.requester_id
+            if not allowed:
+                raise Refusal(
+                    DeniedError(
+                        f"{revoker.username} may not revoke grant {g.id}",
+                        hint="an admin, an approver of this grant or its requester revokes it",
+                    ),
+                    action="grant.revoke.denied",
+                    object=f"grant:{g.id}",
+                    details={"revoker": revoker.username, "revoke_reason": reason},
+                )
         state = effective_state(g, now)
         if state not in ("requested", "active"):
             raise ConflictError(f"grant {g.id} is {state}; nothing to revoke")
         _revoke(s, g, now, who, reason)
-    return g
+        return g
+
+    return guarded(ws, who, run)
 
 
 def _revoke(s: DBSession, g: Grant, now: dt.datetime, who: str, reason: str) -> None:

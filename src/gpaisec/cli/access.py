@@ -314,7 +314,7 @@ def login(
     """Sign in: password and one-time code are prompted for; the session is kept in the workspace."""
     ws = common.workspace()
     password = _secret("Password: ", "GPAISEC_PASSWORD")
-    code = _secret("One-time code (empty if none enrolled): ", "GPAISEC_TOTP") or None
+    code = _secret("One-time or recovery code (empty if none enrolled): ", "GPAISEC_TOTP") or None
     lg = accounts.authenticate(ws, username, password, code, device)
     path = _save_session(username, lg.token)
     common.emit(
@@ -331,9 +331,18 @@ def login(
     )
 
 
-def logout() -> None:
-    """Sign out and forget the stored session."""
-    _, token = _session()
+def logout(
+    everywhere: Annotated[
+        bool, typer.Option("--all", help="End every session of the account, on every device (audited).")
+    ] = False,
+) -> None:
+    """Sign out and forget the stored session; with --all, sign out everywhere."""
+    username, token = _session()
+    if everywhere:
+        ended = accounts.logout_all(common.workspace(), token)
+        _session_path().unlink(missing_ok=True)
+        common.info(f"signed {username} out everywhere ({ended} session{'s' if ended != 1 else ''} ended)")
+        return
     accounts.logout(common.workspace(), token)
     _session_path().unlink(missing_ok=True)
     common.info("signed out")
@@ -406,8 +415,9 @@ def access_revoke(
     reason: Annotated[str, typer.Option(help="Why.")],
     fmt: common.FormatOption = common.OutputFormat.table,
 ) -> None:
-    """Revoke a grant now."""
-    g = grants.revoke_grant(common.workspace(), grant_id, reason=reason)
+    """Revoke a grant now (an admin, an approver of the grant, or its requester)."""
+    _, token = _session()
+    g = grants.revoke_grant(common.workspace(), grant_id, reason=reason, session_token=token)
     common.emit(fmt, {"id": g.id, "state": g.state}, lambda: common.info(f"grant {g.id} revoked"))
 
 
