@@ -374,8 +374,13 @@ def discover_cmd(
     def tick(_candidate: object) -> None:
         seen[0] += 1
 
-    with common.stderr.status("scanning…"):
+    if workers > 1:
+        # The parallel walk forks: no spinner thread may be running (a lock it holds would be copied held).
+        common.info(f"scanning with {workers} processes…")
         result = discover(ws, paths, device=device, confirm=confirm, workers=workers, on_candidate=tick)
+    else:
+        with common.stderr.status("scanning…"):
+            result = discover(ws, paths, device=device, confirm=confirm, workers=1, on_candidate=tick)
     for f in result.new_findings:
         common.stderr.print(f"[bold red]ALERT[/] {f['severity']} {f['kind']} {f['id']}: {f['summary']}")
 

@@ -31,6 +31,7 @@ from gpaisec.weights.models import (
     ModelVersion,
     Site,
 )
+from gpaisec.weights.matching import MatchKind
 from gpaisec.workspace import Workspace
 
 STORAGE_KINDS = ("sealed", "encrypted-volume", "plaintext")
@@ -606,7 +607,14 @@ def registry_view(ws: Workspace, *, model: str | None = None) -> list[dict[str, 
                 )
             # Every other place the version was seen: only those rows, and only the columns shown.
             q_else = (
-                select(Sighting.id, Sighting.location_id, Sighting.device_id, Sighting.path, Sighting.seen_at)
+                select(
+                    Sighting.id,
+                    Sighting.location_id,
+                    Sighting.device_id,
+                    Sighting.path,
+                    Sighting.seen_at,
+                    Sighting.match,
+                )
                 .where(Sighting.version_id == v.id)
                 .order_by(Sighting.seen_at.desc())
             )
@@ -615,20 +623,32 @@ def registry_view(ws: Workspace, *, model: str | None = None) -> list[dict[str, 
                     Sighting.location_id.is_(None) | Sighting.location_id.not_in(sorted(approved_ids))
                 )
             elsewhere: dict[tuple[str | None, str], dict[str, Any]] = {}
-            for sighting_id, location_id, device_id, path, seen_at in s.execute(q_else):
+            for sighting_id, location_id, device_id, path, seen_at, match in s.execute(q_else):
                 loc_row = locations.get(location_id) if location_id else None
                 place = loc_row.label if loc_row else path.rsplit("/", 1)[0]
                 dev = devices.get(device_id) if device_id else None
                 key = (device_id, place)
+                # How the copy is stored, from what the scan saw: a sealed file is sealed whatever the
+                # location says; plaintext is on an encrypted volume only if the device's disk is.
+                storage = (
+                    "sealed"
+                    if match == MatchKind.SEALED_COPY
+                    else "encrypted-volume"
+                    if dev is not None and dev.disk_encrypted
+                    else "plaintext"
+                )
                 if key in elsewhere:
-                    elsewhere[key]["files"] += 1
-                    elsewhere[key]["findings"].extend(findings_by_sighting.get(sighting_id, []))
+                    copy = elsewhere[key]
+                    copy["files"] += 1
+                    copy["findings"].extend(findings_by_sighting.get(sighting_id, []))
+                    if copy["storage"] != storage:
+                        copy["storage"] = "mixed"
                     continue
                 elsewhere[key] = {
                     "location": place if loc_row else f"{dev.name if dev else '?'}:{place}",
                     "device": dev.name if dev else None,
                     "managed": dev.managed if dev else False,
-                    "storage": loc_row.storage if loc_row else "unknown",
+                    "storage": storage,
                     "approved": False,
                     "last_scan_at": seen_at,
                     "present": True,
