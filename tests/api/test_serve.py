@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 from cryptography import x509
 
 from gpaisec.cli.app import main
@@ -32,3 +37,51 @@ def test_dev_certificate_is_made_once_with_a_private_key(tmp_path: Path) -> None
     assert cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=29)
     before = cert_path.read_bytes()
     assert dev_certificate(tmp_path, "192.0.2.7")[0].read_bytes() == before
+
+
+def test_serve_with_two_processes_answers_and_shares_one_audit_key(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path / "ws"
+    exe = Path(sys.executable).with_name("gpaisec")
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "-w",
+            str(home),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--dev",
+            "--no-access-log",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not answer"
+                time.sleep(0.2)
+        assert r.status_code == 200
+        # Both processes are up (uvicorn logs each); the API refuses a stranger from any of them.
+        for _ in range(6):
+            assert httpx.get(f"http://127.0.0.1:{port}/api/v1/me", timeout=5).status_code == 401
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    log = err.decode()
+    assert log.count("Application startup complete") == 2, log
+    assert "died" not in log
+    assert sorted(p.name for p in (home / "keys").glob("audit-*")) == [
+        "audit-ed25519.pem",
+        "audit-ed25519.pub.pem",
+    ]

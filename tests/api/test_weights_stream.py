@@ -5,6 +5,7 @@ Streams go over loopback to a real uvicorn server in a thread, so a cut is seen 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from gpaisec.api import create_app
 from gpaisec.api.checks import serving_limits
 from gpaisec.api.ratelimit_stream import LimitExceeded, Limits, StreamLimiter
 from gpaisec.audit.models import AuditEntry
@@ -40,7 +42,7 @@ from gpaisec.errors import ConfigError, InputError
 from gpaisec.store.base import utcnow
 from gpaisec.weights import registry
 from gpaisec.workspace import Workspace
-from tests.api.conftest import World, browser, make_world, sign_in
+from tests.api.conftest import World, browser, make_world, sign_in, test_settings
 
 PASSPHRASE = "a long test passphrase for the key file"
 PLAINTEXT = os.urandom(300_000)
@@ -396,3 +398,25 @@ def test_the_a4_3_3_check(workspace: Workspace, served: Path) -> None:
             details={"ref": "atlas:v4", "bytes_per_second": 1000, "max_bytes_per_grant": 10},
         )
     assert verdict(workspace)[0] is Verdict.met
+
+
+def test_with_two_server_processes_each_serves_half_the_total(
+    workspace: Workspace, world: World, served: Path
+) -> None:
+    # Settings for one of two worker processes: its share of the grant's total is half.
+    app = create_app(workspace, dataclasses.replace(test_settings(), workers=2))
+    configure(workspace, served, total=100_000)
+    cookie = grant_alice(app, world)
+    with loopback(app) as base:
+        status, body, whole = fetch(base, cookie)
+    assert status == 200
+    assert not whole
+    assert body == PLAINTEXT[:50_000]
+    (cut,) = events(workspace, "weights.serve.cut")
+    assert cut["bytes"] == 50_000
+
+
+def test_workers_must_be_a_sane_count() -> None:
+    for bad in (0, 65):
+        with pytest.raises(ConfigError, match="workers"):
+            dataclasses.replace(test_settings(), workers=bad)

@@ -23,6 +23,7 @@ from gpaisec.errors import ConfigError
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "SECRET_FILE", "Settings", "is_loopback"]
 
 SECRET_FILE = "api-session.key"  # noqa: S105 - a file name
+MAX_WORKERS = 64
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 MIN_SECRET_BYTES = 32
 # Values people paste from examples; refused even when long enough.
@@ -76,9 +77,14 @@ class Settings:
     secure_cookies: bool = True
     tls: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Server processes answering on the same port. In-memory limits (weights streams) are divided
+    # between them, so that together they never allow more than the configured limit.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         _check_secret(self.session_secret, "the settings")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be between 1 and {MAX_WORKERS}, not {self.workers}")
         if not 1024 <= self.max_request_bytes <= 64 * 1024 * 1024:
             raise ConfigError("the maximum request size must be between 1 KiB and 64 MiB")
 
@@ -90,6 +96,7 @@ class Settings:
         host: str = "127.0.0.1",
         dev: bool = False,
         tls: bool = False,
+        workers: int = 1,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         """Settings from the environment and the workspace's key directory.
@@ -117,4 +124,6 @@ class Settings:
             size = int(size_text) if size_text else DEFAULT_MAX_REQUEST_BYTES
         except ValueError:
             raise ConfigError("GPAISEC_API_MAX_REQUEST_BYTES must be a whole number") from None
-        return cls(session_secret=secret, secure_cookies=not dev, tls=tls, max_request_bytes=size)
+        return cls(
+            session_secret=secret, secure_cookies=not dev, tls=tls, max_request_bytes=size, workers=workers
+        )

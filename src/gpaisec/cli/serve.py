@@ -12,7 +12,7 @@ import datetime as dt
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -98,6 +98,15 @@ def serve(
         bool, typer.Option("--dev", help="Development: cookies without Secure (loopback only).")
     ] = False,
     access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log).")] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Server processes (one per core is a good start). Weights-stream limits are shared out "
+            "between them, so together they never exceed the configured limits.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /api/docs). TLS is required off loopback."""
     import uvicorn
@@ -115,25 +124,47 @@ def serve(
             hint="give --tls-cert and --tls-key, --behind-proxy behind a TLS proxy, or bind 127.0.0.1",
         )
     ws = common.workspace()
-    settings = Settings.load(ws.keys_dir, host=host, dev=dev, tls=tls)
+    settings = Settings.load(ws.keys_dir, host=host, dev=dev, tls=tls, workers=workers)
     if dev_tls:
         tls_cert, tls_key = dev_certificate(ws.keys_dir, host)
-    app = create_app(ws, settings)
     scheme = "https" if tls else "http"
-    common.info(f"serving the gpaisec API on {scheme}://{host}:{port}/api/v1 (docs at /api/docs)")
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        proxy_headers=behind_proxy,
-        forwarded_allow_ips=trusted_proxy if behind_proxy else None,
-        server_header=False,
-        log_level="info",
-        access_log=access_log,
+    common.info(
+        f"serving the gpaisec API on {scheme}://{host}:{port}/api/v1 (docs at /api/docs)"
+        + (f" with {workers} processes" if workers > 1 else "")
     )
-    uvicorn.Server(config).run()
+    target: Any
+    if workers > 1:
+        # Each worker process builds its own app from the same workspace and settings. The audit
+        # signing key (like the session secret above) is made here, once, before any worker races to.
+        from gpaisec.api import asgi
+
+        ws.audit_signer()
+        os.environ[asgi.ENV_HOME] = str(ws.home)
+        os.environ[asgi.ENV_HOST] = host
+        os.environ[asgi.ENV_TLS] = "1" if tls else "0"
+        os.environ[asgi.ENV_WORKERS] = str(workers)
+        if dev:
+            os.environ["GPAISEC_API_DEV"] = "1"
+        if ws.database_url:
+            os.environ["GPAISEC_DATABASE_URL"] = ws.database_url
+        target = "gpaisec.api.asgi:app_from_environment"
+    else:
+        target = create_app(ws, settings)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "ssl_certfile": str(tls_cert) if tls_cert else None,
+        "ssl_keyfile": str(tls_key) if tls_key else None,
+        "proxy_headers": behind_proxy,
+        "forwarded_allow_ips": trusted_proxy if behind_proxy else None,
+        "server_header": False,
+        "log_level": "info",
+        "access_log": access_log,
+    }
+    if workers > 1:
+        uvicorn.run(target, factory=True, workers=workers, **options)
+    else:
+        uvicorn.Server(uvicorn.Config(target, **options)).run()
 
 
 def register(app: typer.Typer) -> None:

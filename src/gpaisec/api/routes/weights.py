@@ -142,6 +142,7 @@ class _Stream:
     grant: str
     version_id: str
     limiter: StreamLimiter
+    workers: int = 1
     sent: int = 0
     cut: bool = False
     done: bool = False
@@ -187,7 +188,12 @@ class _Stream:
             )
 
     async def pieces(self) -> AsyncIterator[bytes]:
-        limits = Limits(self.served.bytes_per_second, self.served.max_bytes_per_grant)
+        # With several server processes each keeps its own buckets: each gets an equal share, so that
+        # together they never serve more than the configured rate and total (a stream may get less).
+        limits = Limits(
+            max(1, self.served.bytes_per_second // self.workers),
+            max(1, self.served.max_bytes_per_grant // self.workers),
+        )
         try:
             for i in range(self.reader.chunk_count):
                 chunk = await anyio.to_thread.run_sync(self.reader.read_chunk, i)
@@ -282,5 +288,6 @@ def stream_file(
         reader.close()
         raise
     # Steps 5-6: stream.
-    stream = _Stream(ws, reader, served, name, caller.username, grant, version_id, limiter)
+    workers = request.app.state.gpaisec.settings.workers
+    stream = _Stream(ws, reader, served, name, caller.username, grant, version_id, limiter, workers)
     return _CuttableResponse(stream, reader.size)
