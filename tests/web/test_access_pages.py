@@ -97,6 +97,11 @@ def test_a_wrong_code_in_the_page_is_refused_and_audited(app: FastAPI, world: Wo
         status, html = post(bob, "/access", b, op="approve", grant_id=gid, code=bad)
         assert status == 400, bad
         assert "one-time code" in html
+    # An approver who has not approved this grant may not revoke it; the refusal is audited.
+    status, html = post(bob, "/access", b, op="revoke", grant_id=gid, reason="not needed any more")
+    assert status == 403
+    assert my_grants(alice)[gid] == "requested"
+    assert audit.log(world.ws, action="grant.revoke.denied", limit=5)
 
 
 WHY = "evaluate the run"

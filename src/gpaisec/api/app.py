@@ -21,7 +21,7 @@ API_PREFIX = "/api/v1"
 DOCS_URL = "/api/docs"
 OPENAPI_URL = "/api/openapi.json"
 # The only operations that answer without authentication.
-PUBLIC_OPERATIONS = frozenset({("POST", f"{API_PREFIX}/session")})
+PUBLIC_OPERATIONS = frozenset({("POST", f"{API_PREFIX}/session"), ("POST", f"{API_PREFIX}/session/webauthn")})
 
 DESCRIPTION = """\
 Protect unreleased model weights and prove conformance with the EU GPAI Code of Practice.

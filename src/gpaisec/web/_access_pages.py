@@ -136,11 +136,8 @@ def _act(caller: Caller, form: dict[str, Any]) -> tuple[str | None, dict[str, An
         return f"request {g.id} turned down", None
     if op == "revoke":
         grant_id = _ident(form.get("grant_id"), "grant")
-        if not caller.roles & OVERSEERS:
-            row = next((r for r in grants.list_grants(ws) if r["id"] == grant_id), None)
-            if row is None or caller.username not in (row["requester"], row["service_account"]):
-                raise DeniedError(f"{caller.username} may revoke only their own grants")
-        g = grants.revoke_grant(ws, grant_id, reason=_reason(form.get("reason")), actor=caller.actor)
+        # The service decides: an admin, an approver of this grant, or its requester (refusals audited).
+        g = grants.revoke_grant(ws, grant_id, reason=_reason(form.get("reason")), session_token=token)
         return f"grant {g.id} revoked", None
     if op == "check":
         scope = text(form.get("scope"), "scope")

@@ -92,9 +92,16 @@ def deny(grant_id: Ident, body: ReasonBody, caller: SessionCaller) -> GrantPubli
 @router.post(
     "/requests/{grant_id}/revoke",
     response_model=GrantPublic,
-    summary="Revoke a grant now (its requester, an approver, a reviewer or an admin)",
+    summary="Revoke a grant now (its requester, one of its approvers, or an admin)",
 )
 def revoke(grant_id: Ident, body: ReasonBody, caller: CurrentCaller) -> GrantPublic:
+    if caller.session_token is not None:
+        # A person: the service decides (an admin, an approver of this grant, or its requester).
+        g = grants.revoke_grant(
+            caller.workspace, grant_id, reason=body.reason, session_token=caller.session_token
+        )
+        return _grant(g)
+    # Software with a token: overseeing roles, or its own grant.
     if not caller.roles & OVERSEERS:
         row = next((r for r in grants.list_grants(caller.workspace) if r["id"] == grant_id), None)
         if row is None:
