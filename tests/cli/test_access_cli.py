@@ -11,6 +11,7 @@ import pytest
 
 from gpaisec.access import accounts, mfa
 from gpaisec.access.pdp import packaged_policies_dir
+from gpaisec.audit import service as audit
 from gpaisec.cli.app import main
 from gpaisec.store.base import utcnow
 from gpaisec.weights import registry
@@ -139,9 +140,32 @@ def test_people_users_mfa_login_grants_and_check(
     rc, _, err = run(capsys, *w, "access", "approve", json.loads(out)["id"])
     assert rc == 6
     assert "own grant" in err
+    carols = json.loads(out)["id"]
     rc, _, err = run(capsys, *w, "logout")
     assert rc == 0, err
     assert not session_file.exists()
+
+    # alice is neither an admin, nor an approver of carol's request, nor its requester: refused, audited.
+    answers["code"] = mfa.totp_code(secrets["alice"], utcnow() + dt.timedelta(seconds=30))  # unused step
+    rc, _, err = run(capsys, *w, "login", "alice", "--device", "laptop-alice")
+    assert rc == 0, err
+    rc, _, err = run(capsys, *w, "access", "revoke", carols, "--reason", "tidying up requests")
+    assert rc == 6
+    ws = Workspace.open(home)
+    assert [e.object for e in audit.log(ws, action="grant.revoke.denied")] == [f"grant:{carols}"]
+    # carol gives up her own request.
+    answers["code"] = recovery["carol"][1]  # her codes of this minute are spent
+    rc, _, err = run(capsys, *w, "login", "carol", "--device", "laptop-carol")
+    assert rc == 0, err
+    rc, _, err = run(capsys, *w, "access", "revoke", carols, "--reason", "not needed after all")
+    assert rc == 0, err
+    # Sign out everywhere: every session of carol's ends, in one audited event.
+    rc, _, err = run(capsys, *w, "logout", "--all")
+    assert rc == 0, err
+    assert not session_file.exists()
+    (ev,) = audit.log(ws, action="logout.all")
+    assert ev.object == "account:carol"
+    ws.close()
 
 
 def test_policy_show_validate_and_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
