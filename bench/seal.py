@@ -6,11 +6,14 @@ Every tool reads the same plaintext (or its own ciphertext of it) from the page 
 to /dev/null; each figure is the median of ``--runs`` runs, in GB/s (10^9 bytes per second of
 plaintext). The runs are interleaved (gpaisec, age, openssl, then again) so that every tool sees the
 same load on a shared machine, and the CPU time each used (this process's, or the child's) is
-reported as CPU seconds per GB: unlike throughput, it does not depend on how busy the machine is.
+reported as CPU seconds per GB: unlike throughput, it hardly depends on how busy the machine is.
+The files are written back (``sync``) before the timed runs, so that the kernel's writeback of
+gigabytes of dirty pages does not compete with them.
 ``age`` uses an X25519 identity from ``age-keygen`` (``age -p`` needs a terminal).
 
-Targets (issue 5): at least 2 GB/s both ways, and at least 1.5x ``age`` both ways. The report
-says which are met, with the load average before and after.
+Before each timed run the script waits (``--wait-idle``, default up to 10 s) for the CPUs to be 90%
+idle, and reports how idle they were. Targets (issue 5): at least 2 GB/s both ways, and at least
+1.5x ``age`` both ways. The report says which are met, with the load average before and after.
 """
 
 from __future__ import annotations
@@ -48,6 +51,31 @@ def _measure(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - t, _cpu() - c
 
 
+def _cpu_idle(seconds: float = 0.5) -> float:
+    """Fraction of all CPUs idle over the next ``seconds`` (from /proc/stat; 1.0 where unavailable)."""
+
+    def sample() -> tuple[int, int]:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return 0, 0
+        return sum(fields[:8]), fields[3] + fields[4]  # total, idle + iowait
+
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return (i1 - i0) / (t1 - t0) if t1 > t0 else 1.0
+
+
+def _wait_idle(limit: float, threshold: float = 0.9) -> float:
+    """Wait up to ``limit`` seconds for the CPUs to be ``threshold`` idle; return the idle fraction seen."""
+    deadline = time.monotonic() + limit
+    idle = _cpu_idle()
+    while idle < threshold and time.monotonic() < deadline:
+        idle = _cpu_idle()
+    return idle
+
+
 def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
 
@@ -59,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--format", choices=["text", "json"], default="text")
     ap.add_argument("--workdir", default=None, help="where to put the test files (default: a temp dir)")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="before each timed run, wait up to this long for the CPUs to be 90%% idle (default 10)",
+    )
     args = ap.parse_args(argv)
     size = args.size_mib << 20
     load_before = os.getloadavg()
@@ -110,9 +145,12 @@ def main(argv: list[str] | None = None) -> int:
                 "seal": lambda: _run([*base, "-in", str(src), "-out", "/dev/null"]),
                 "unseal": lambda: _run([*base, "-d", "-in", str(ctr), "-out", "/dev/null"]),
             }
+        os.sync()  # write back the files made above now, not during the timed runs
+        idle_seen: list[float] = []
         for _ in range(args.runs):
             for tool, ops in tools.items():
                 for op, fn in ops.items():
+                    idle_seen.append(_wait_idle(args.wait_idle))
                     samples.setdefault(tool, {}).setdefault(op, []).append(_measure(fn))
         os.close(null)
     load_after = os.getloadavg()
@@ -139,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": len(os.sched_getaffinity(0)),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
+        "cpu_idle_before_runs": {
+            "min": round(min(idle_seen), 2),
+            "median": round(statistics.median(idle_seen), 2),
+        },
         "gbps": gbps,
         "cpu_seconds_per_gb": cpu_s_per_gb,
         "ratios": ratios,
@@ -151,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         out(
             f"{size / 2**30:.2f} GiB, median of {args.runs} interleaved runs, {report['cpus']} CPUs, "
             f"output /dev/null, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after\n"
+            f"  CPUs idle just before each timed run: median {statistics.median(idle_seen):.0%}, "
+            f"min {min(idle_seen):.0%} (waited up to {args.wait_idle:g} s for 90%)\n"
         )
         for t, g in gbps.items():
             c = cpu_s_per_gb[t]
