@@ -4,10 +4,12 @@ batch fails every submitter closed and commits nothing."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select, text
 
+from gpaisec.audit import group
 from gpaisec.audit.group import AuditWriteError, AuditWriter
 from gpaisec.audit.models import AuditCheckpoint, AuditEntry
 from gpaisec.audit.service import AuditEvent, log, prove, verify
@@ -113,3 +115,19 @@ def test_closing_the_workspace_flushes_and_a_new_writer_takes_over(audit_ws: Wor
     audit_ws.close()
     assert future.result(timeout=30) == range(0, 1)
     assert audit_ws.audit_writer() is not first
+
+
+def test_an_idle_writer_stops_its_thread_and_the_next_event_starts_one(
+    audit_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group, "IDLE_EXIT", 0.05)
+    writer = AuditWriter(audit_ws)
+    first = writer.append([AuditEvent(actor="test", action="idle.one", object="x")])
+    deadline = time.monotonic() + 5
+    while any(t.name == "gpaisec-audit-writer" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the idle writer's thread did not end"
+        time.sleep(0.01)
+    second = writer.append([AuditEvent(actor="test", action="idle.two", object="x")])
+    assert second.start == first.stop
+    assert [e.action for e in log(audit_ws, action="idle.*")] == ["idle.one", "idle.two"]
+    verify(audit_ws)

@@ -71,6 +71,9 @@ class _Item:
 _STOP: Final = object()
 
 
+IDLE_EXIT = 1.0  # seconds a writer waits for work before its thread ends
+
+
 class AuditWriter:
     """One writer thread committing queued audit events in batches (see the module docstring)."""
 
@@ -104,8 +107,10 @@ class AuditWriter:
             except EntryError as exc:
                 raise InputError(f"audit event {ev.action!r} cannot be recorded: {exc}") from None
         item = _Item(events)
-        self._ensure_started()
-        self._queue.put(item)
+        # Under the lock, so that an idle writer cannot decide to stop between the check and the put.
+        with self._lock:
+            self._ensure_started_locked()
+            self._queue.put(item)
         return item.future
 
     def append(self, events: Sequence[AuditEvent], *, timeout: float = DEFAULT_TIMEOUT) -> range:
@@ -134,23 +139,30 @@ class AuditWriter:
 
     # -- the writer ----------------------------------------------------------------------------
 
-    def _ensure_started(self) -> None:
-        thread = self._thread
-        if thread is not None and thread.is_alive() and self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's thread does not exist here
-                self._pid = os.getpid()
-                self._queue = queue.SimpleQueue()
-                self._thread = None
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="gpaisec-audit-writer", daemon=True)
-                self._thread.start()
+    def _ensure_started_locked(self) -> None:
+        if self._pid != os.getpid():  # forked: the parent's thread does not exist here
+            self._pid = os.getpid()
+            self._queue = queue.SimpleQueue()
+            self._thread = None
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="gpaisec-audit-writer", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
+        me = threading.current_thread()
         while True:
-            # Step 1: the first event, then whatever else is queued (up to max_batch records).
-            first = self._queue.get()
+            # Step 1: the first event, then whatever else is queued (up to max_batch records). A writer
+            # idle for IDLE_EXIT seconds stops (the next submission starts another), so an idle process
+            # keeps no thread of ours: workspaces that are never closed leak nothing, and code that
+            # forks only when no other thread runs (hashing, discovery) can.
+            try:
+                first = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty() and self._thread is me:
+                        self._thread = None
+                        return
+                continue
             if first is _STOP:
                 return
             assert isinstance(first, _Item)
