@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from gpaisec.access import accounts, mfa
 from gpaisec.access.models import RecoveryCode, TotpCredential
+from gpaisec.access.ratelimit import ACCOUNT_POLICY, ThrottledError
 from gpaisec.store.base import utcnow
 from gpaisec.workspace import Workspace
 from tests.access.test_accounts import (  # noqa: F401
@@ -83,3 +84,18 @@ def test_step_up_refreshes_mfa_time(workspace: Workspace) -> None:
     with pytest.raises(mfa.MfaError):
         accounts.step_up(workspace, lg.token, mfa.totp_code(secret, later), now=later)
     assert "session.mfa.fail" in actions(workspace)
+
+
+def test_step_up_guessing_is_throttled(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    secret = add_human(workspace, "alice")
+    t0 = utcnow()
+    lg = accounts.authenticate(workspace, "alice", PASSWORD, mfa.totp_code(secret, t0), "laptop-1", now=t0)
+    right = mfa.totp_code(secret, t0 + dt.timedelta(seconds=30))
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    for _ in range(ACCOUNT_POLICY.free_attempts):
+        with pytest.raises(mfa.MfaError):
+            accounts.step_up(workspace, lg.token, wrong)
+    # A stolen session cannot go on guessing: even the right code now waits.
+    with pytest.raises(ThrottledError):
+        accounts.step_up(workspace, lg.token, right)

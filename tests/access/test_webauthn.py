@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
-from gpaisec.access import accounts, webauthn
+from gpaisec.access import accounts, mfa, webauthn
 from gpaisec.access.mfa import MfaError
 from gpaisec.access.mfa import totp_code as mfa_code
 from gpaisec.access.models import WebAuthnChallenge, WebAuthnCredential
-from gpaisec.access.ratelimit import ThrottledError
+from gpaisec.access.ratelimit import ACCOUNT_POLICY, ThrottledError
 from gpaisec.errors import ConflictError, DeniedError, InputError, NotFoundError
 from gpaisec.store.base import utcnow
 from gpaisec.weights.models import Finding
@@ -446,8 +446,9 @@ def test_every_passkey_sign_in_failure_says_the_same(workspace: Workspace) -> No
     options = webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
     good = device.get(options)
     fail("mallory", PASSWORD, good)  # unknown user
-    fail("alice", "not the password at all", good)  # wrong password: its challenge is gone too
-    fail("alice", PASSWORD, good)  # so even the right password cannot reuse the response
+    fail("alice", "not the password at all", good)  # wrong password: the challenge stays, untouched
+    accounts.authenticate(workspace, "alice", PASSWORD, webauthn.Assertion(good, RP), "laptop-1")
+    fail("alice", PASSWORD, good)  # a response is good for one sign-in only
     options = webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
     fail("alice", PASSWORD, device.get(options, flags=UP))  # user not verified
     options = webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
@@ -456,7 +457,6 @@ def test_every_passkey_sign_in_failure_says_the_same(workspace: Workspace) -> No
     fail("alice", PASSWORD, device.get(options, user_handle=b"acc_somebody_else"))
     fail("alice", PASSWORD, "{not json")
     assert len(texts) == 1
-    assert stored_for(workspace, "alice").last_used_at is None
 
 
 def stored_for(ws: Workspace, username: str) -> WebAuthnCredential:
@@ -468,14 +468,18 @@ def stored_for(ws: Workspace, username: str) -> WebAuthnCredential:
 
 
 def test_begin_is_throttled_for_everyone_alike(workspace: Workspace) -> None:
-    with_passkey(workspace, "alice")
-    for i in range(webauthn.BEGIN_ACCOUNT_POLICY.free_attempts):
-        password = PASSWORD if i % 2 else "not the password at all"
-        webauthn.begin_sign_in(workspace, "alice", password, rp_id=RP_ID)
-    with pytest.raises(ThrottledError):
-        webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
-    # The sign-in's own counters were not touched: a begin is not a failed sign-in.
-    accounts.throttle(workspace).check("alice", "local")
+    # Every begin counts in the sign-in's throttle, right password or wrong: the same number of begins
+    # is throttled at the same point, so the throttle cannot say which password was right.
+    free = ACCOUNT_POLICY.free_attempts
+    for name, right in (("alice", True), ("bob", False)):
+        with_passkey(workspace, name)
+        for i in range(free):
+            password = PASSWORD if right and i % 2 else "not the password at all"
+            webauthn.begin_sign_in(workspace, name, password, rp_id=RP_ID)
+        with pytest.raises(ThrottledError):
+            webauthn.begin_sign_in(workspace, name, PASSWORD, rp_id=RP_ID)
+        with pytest.raises(ThrottledError):
+            accounts.throttle(workspace).check(name, "local")
 
 
 def test_step_up_with_a_passkey(workspace: Workspace) -> None:
@@ -549,3 +553,15 @@ def test_another_persons_passkey_cannot_be_removed(workspace: Workspace) -> None
     with pytest.raises(NotFoundError):
         webauthn.remove_passkey(workspace, lg_bob.token, alices.id)
     assert len(webauthn.list_passkeys(workspace, "alice")) == 1
+
+
+def test_recovery_codes_stand_in_for_a_lost_passkey(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    device = with_passkey(workspace, "alice")
+    lg = passkey_login(workspace, "alice", device, "laptop-1")
+    codes = mfa.regenerate_recovery_codes(workspace, "alice")
+    accounts.logout(workspace, lg.token)
+    # The passkey is lost: a recovery code signs her in (once).
+    accounts.authenticate(workspace, "alice", PASSWORD, codes[0], "laptop-1")
+    with pytest.raises(accounts.SignInError):
+        accounts.authenticate(workspace, "alice", PASSWORD, "123456", "laptop-1")  # no TOTP enrolled

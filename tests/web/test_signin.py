@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import re
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -21,6 +22,12 @@ from tests.api.test_auth import make_mfa_stale
 from tests.web.conftest import PASSWORD, World, form_csrf
 
 SITE = "https://gpaisec.example"
+
+
+@pytest.fixture(autouse=True)
+def configured_origin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relying party is configured (off loopback the Host header cannot say which origin to expect)."""
+    monkeypatch.setenv("GPAISEC_WEBAUTHN_ORIGIN", SITE)
 
 
 def site(app: FastAPI) -> TestClient:

@@ -666,23 +666,34 @@ def plausible_username(username: str) -> bool:
     return 0 < len(username) <= 200 and not any(ord(c) < 32 or ord(c) == 127 for c in username)
 
 
-def check_sign_in_password(s: DBSession, username: str, password: str, *, details: dict[str, Any]) -> Account:
-    """Step 2 of signing in, in the caller's transaction: the enabled human account, or a
-    :class:`Refusal` (``login.fail``) holding :class:`WrongPasswordError` after the same work."""
+def password_account(s: DBSession, username: str, password: str) -> tuple[Account | None, bool]:
+    """The human account named ``username`` (or None) and whether ``password`` is right for it and it is
+    enabled; the same password work whether or not the account exists. Writes nothing."""
     account = (
         s.scalars(select(Account).where(Account.username == username, Account.kind == "human")).first()
         if plausible_username(username)
         else None
     )
-    obj = f"account:{account.username}" if account is not None else "account:?"  # never echo what was typed
     try:
         if account is None or account.password_hash is None:
             verify_dummy(password, params=HASH_PARAMS)
         verify_password(account.password_hash, password)
         if account.disabled_at is not None:
             raise WrongPasswordError()
-    except WrongPasswordError as exc:
-        raise Refusal(exc, action="login.fail", object=obj, details={**details, "step": "password"}) from None
+    except WrongPasswordError:
+        return account, False
+    return account, True
+
+
+def check_sign_in_password(s: DBSession, username: str, password: str, *, details: dict[str, Any]) -> Account:
+    """Step 2 of signing in, in the caller's transaction: the enabled human account, or a
+    :class:`Refusal` (``login.fail``) holding :class:`WrongPasswordError` after the same work."""
+    account, ok = password_account(s, username, password)
+    if not ok or account is None:
+        obj = f"account:{account.username}" if account is not None else "account:?"  # never echo input
+        raise Refusal(
+            WrongPasswordError(), action="login.fail", object=obj, details={**details, "step": "password"}
+        )
     return account
 
 
@@ -705,9 +716,16 @@ def authenticate(
     gate = throttle(ws)
     # Step 1: throttle, before any password work.
     gate.check(username, source)
-    # A passkey's challenge is taken away now, in a transaction of its own: one try per challenge.
+    # A passkey's challenge is taken away now, in a transaction of its own (one try per challenge),
+    # but only for the right password: otherwise anyone could burn a person's pending challenge. The
+    # check costs the same password work whether it passes or not, and step 2 repeats it.
     if second_factor is not None and not isinstance(second_factor, str):
-        second_factor.claim(ws, username, now)
+        with ws.reader() as s:
+            _, right = password_account(s, username, password)
+        if right:
+            second_factor.claim(ws, username, now)
+        else:
+            second_factor.claim_nothing()
 
     def sign_in(s: DBSession) -> Login:
         # Step 2: password (dummy work for an unknown account; the same error either way).
@@ -847,10 +865,17 @@ def step_up(
     ws: Workspace, token: str, code: str | mfa.SecondFactor, *, now: dt.datetime | None = None
 ) -> Session:
     """Check a fresh second factor (a code or a passkey's assertion) for a live session and record
-    its time (``mfa_at``)."""
+    its time (``mfa_at``).
+
+    Failures are throttled per account (counters of their own, with the sign-in's back-off), so a
+    stolen session cannot guess its way to a fresh second factor.
+    """
     now = now or utcnow()
     sess = resolve_session(ws, token, now=now)
     username = sess.account.username
+    gate = throttle(ws, purpose="step-up")
+    where = f"session:{sess.id}"
+    gate.check(username, where)
     if not isinstance(code, str):
         code.claim(ws, username, now)
 
@@ -871,7 +896,13 @@ def step_up(
         )
         return row
 
-    return guarded(ws, f"user:{username}", check)
+    try:
+        done = guarded(ws, f"user:{username}", check)
+    except mfa.MfaError:
+        gate.record_failure(username, where)
+        raise
+    gate.record_success(username, where)
+    return done
 
 
 def logout(ws: Workspace, token: str) -> None:

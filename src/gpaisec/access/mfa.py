@@ -88,6 +88,8 @@ class SecondFactor(Protocol):
 
     def claim(self, ws: Workspace, username: str, now: dt.datetime) -> None: ...
 
+    def claim_nothing(self) -> None: ...
+
     def verify(self, s: Session, account: Account, now: dt.datetime) -> str: ...
 
 
@@ -185,12 +187,15 @@ def verify_second_factor(s: Session, account: Account, code: str | SecondFactor,
     """
     if not isinstance(code, str):
         return code.verify(s, account, now)
+    if len(_normalise_recovery(code)) == 20:
+        # Recovery codes stand in for any enrolled factor (a lost passkey as much as a lost phone).
+        if not is_enrolled(s, account.id):
+            raise MfaError("no second factor is enrolled for this account")
+        use_recovery_code(s, account.id, code, now)
+        return "recovery"
     cred = s.get(TotpCredential, account.id)
     if cred is None or cred.confirmed_at is None:
         raise MfaError("no one-time code authenticator is enrolled for this account")
-    if len(_normalise_recovery(code)) == 20:
-        use_recovery_code(s, account.id, code, now)
-        return "recovery"
     verify_totp(cred, code, now)
     return "totp"
 

@@ -46,7 +46,6 @@ the last :data:`FRESH_MFA` (refusals audited), and never removes their last seco
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hmac
 from collections.abc import Callable
@@ -82,7 +81,6 @@ from gpaisec.access import accounts
 from gpaisec.access.accounts import Refusal, get_account, guarded
 from gpaisec.access.mfa import MfaError
 from gpaisec.access.models import Account, Session, TotpCredential, WebAuthnChallenge, WebAuthnCredential
-from gpaisec.access.passwords import WrongPasswordError
 from gpaisec.access.ratelimit import BackoffPolicy, Throttle
 from gpaisec.audit.service import record
 from gpaisec.errors import ConflictError, DeniedError, InputError, NotFoundError
@@ -551,6 +549,11 @@ class Assertion:
         except (NotFoundError, DeniedError):  # unknown, disabled or a service account: nothing to take
             self._challenge = None
 
+    def claim_nothing(self) -> None:
+        """Claimed, with no challenge: the password was wrong, so a pending challenge stays untouched."""
+        self._claimed = True
+        self._challenge = None
+
     def verify(self, s: DBSession, account: Account, now: dt.datetime) -> str:
         if not self._claimed:
             raise WebAuthnError("the assertion was not claimed before verification")  # a bug: fail closed
@@ -600,17 +603,26 @@ def begin_sign_in(
     # Step 3's options are made first, the same way for everyone.
     options = _request_options(rp_id, [])
 
-    def keep_challenge(s: DBSession) -> None:
-        # Step 2: the password (a Refusal, audited as login.fail, when wrong).
-        account = accounts.check_sign_in_password(
-            s, username, password, details={"source": source, "via": "webauthn"}
-        )
-        if _credentials(s, account.id):
-            _new_challenge(s, account.id, AUTHENTICATE, options.challenge, now)
+    def begin(s: DBSession) -> None:
+        # Step 2: the password. Right or wrong, one transaction with one audit event (and so one
+        # signed checkpoint): the work, and so the time, does not say which.
+        account, right = accounts.password_account(s, username, password)
+        obj = f"account:{account.username}" if account is not None else "account:?"  # never echo input
+        details = {"source": source, "via": "webauthn"}
+        if account is not None and right:
+            record(s, actor=f"user:{account.username}", action="login.begin", object=obj, details=details)
+            if _credentials(s, account.id):
+                _new_challenge(s, account.id, AUTHENTICATE, options.challenge, now)
+        else:
+            record(
+                s, actor="anonymous", action="login.fail", object=obj, details={**details, "step": "password"}
+            )
 
-    # A wrong password gets the same answer: options whose challenge nobody kept.
-    with contextlib.suppress(WrongPasswordError):
-        guarded(ws, "anonymous", keep_challenge)
+    with ws.transaction() as s:
+        begin(s)
+    # Every begin counts against the sign-in's own throttle as a failure, right password or not (a
+    # different count would say which); the sign-in that finishes with the passkey clears it.
+    accounts.throttle(ws).record_failure(username, source)
     return options_to_json(options)
 
 
@@ -695,6 +707,9 @@ def remove_passkey(
 
     def remove(s: DBSession) -> None:
         account = get_account(s, username)
+        # Two removals at once must not each see the other's passkey as the one that remains: lock
+        # the account's row (PostgreSQL; SQLite's writers are already serialised by BEGIN IMMEDIATE).
+        s.execute(select(Account.id).where(Account.id == account.id).with_for_update())
         row = s.scalars(
             select(WebAuthnCredential).where(
                 WebAuthnCredential.account_id == account.id, WebAuthnCredential.id == passkey_id

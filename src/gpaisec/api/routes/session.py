@@ -34,6 +34,8 @@ from gpaisec.api.schemas import (
     StepUpBody,
     WebAuthnOptionsPublic,
 )
+from gpaisec.api.settings import is_loopback
+from gpaisec.errors import ConfigError
 
 router = APIRouter(tags=["session"])
 
@@ -48,13 +50,31 @@ def _source(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def relying_party(request: Request) -> webauthn.RelyingParty:
-    """The configured relying party, or the request's own origin (checked: https, or http on localhost)."""
+    """The configured relying party (``GPAISEC_WEBAUTHN_ORIGIN``, optionally ``GPAISEC_WEBAUTHN_RP_ID``).
+
+    Without a configured origin, passkeys work only on loopback, with the request's own origin: off
+    loopback the Host header is the client's to choose, so it cannot say which origin to expect.
+    """
     origin = os.environ.get(ORIGIN_ENV, "").strip().rstrip("/")
-    if not origin:
-        origin = f"{request.url.scheme}://{request.url.netloc}"
-    rp_id = os.environ.get(RP_ID_ENV, "").strip() or (urlsplit(origin).hostname or "")
-    return webauthn.RelyingParty(rp_id=rp_id, origin=origin)
+    if origin:
+        rp_id = os.environ.get(RP_ID_ENV, "").strip() or (urlsplit(origin).hostname or "")
+        return webauthn.RelyingParty(rp_id=rp_id, origin=origin)
+    host = request.url.hostname or ""
+    if host not in _LOOPBACK_HOSTS or not is_loopback_client(request):
+        raise ConfigError(
+            "passkeys are not configured for this server",
+            hint=f"set {ORIGIN_ENV} to the dashboard's https origin (and {RP_ID_ENV} if it differs)",
+        )
+    return webauthn.RelyingParty(rp_id=host, origin=f"{request.url.scheme}://{request.url.netloc}")
+
+
+def is_loopback_client(request: Request) -> bool:
+    """The connection itself comes from this machine (not only a Host header that says so)."""
+    return is_loopback(request.client.host if request.client else "")
 
 
 def _set_cookies(response: Response, ctx: ApiContext, token: str, max_age: int) -> str:
