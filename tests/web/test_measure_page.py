@@ -85,7 +85,10 @@ def test_an_uploaded_document_is_stored_under_its_hash(app: FastAPI, world: Worl
     assert (world.ws.home / ev.stored_as).read_bytes() == body
     assert ev.expires_at is not None
     assert ev.expires_at.year == 2099
-    assert ev.content_sha256[:16] in erin.get("/measures/A4.2(2)").text
+    page = erin.get("/measures/A4.2(2)").text
+    assert ev.content_sha256[:16] in page
+    # The limit the page states is the one the server enforces (its request limit, 1 MiB here).
+    assert "at most 960 KiB" in page
 
 
 def test_uploads_are_bounded_and_checked(app: FastAPI, world: World, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ __all__ = ["MAX_UPLOAD", "ROUTES"]
 
 ATTESTERS = frozenset({"admin", "reviewer"})
 MAX_UPLOAD = 50 * 1024 * 1024  # bytes: evidence documents, not datasets
+FORM_OVERHEAD = 64 * 1024  # the form's other fields and multipart framing
 HISTORY_RUNS = 12
 CLAIMS = (Verdict.met, Verdict.partly_met, Verdict.not_met, Verdict.not_applicable)
 _ITEM = re.compile(r"^[A-Za-z0-9_.()-]{1,32}$")
@@ -78,17 +79,24 @@ def _when(value: object) -> dt.datetime | None:
     return dt.datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=dt.UTC)
 
 
-def _save_upload(upload: UploadFile, folder: Path) -> Path:
-    """The uploaded file under a safe name in ``folder``; refuses one over :data:`MAX_UPLOAD`."""
+def upload_limit(request: Request) -> int:
+    """Bytes a document may have here: :data:`MAX_UPLOAD`, or less if the server's request limit
+    (``GPAISEC_MAX_REQUEST_BYTES``, which the guard enforces first) leaves less room."""
+    settings = request.app.state.gpaisec.settings
+    return max(1, min(MAX_UPLOAD, int(settings.max_request_bytes) - FORM_OVERHEAD))
+
+
+def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
+    """The uploaded file under a safe name in ``folder``; refuses one over ``limit`` bytes."""
     name = _FILENAME.sub("_", Path(upload.filename or "document").name)[:100].strip("._") or "document"
     target = folder / name
     size = 0
     with target.open("wb") as out:
         while chunk := upload.file.read(1 << 20):
             size += len(chunk)
-            if size > MAX_UPLOAD:
+            if size > limit:
                 raise InputError(
-                    f"the document is larger than {MAX_UPLOAD // (1 << 20)} MiB",
+                    f"the document is larger than {_size(limit)}",
                     hint="attach large evidence with `gpaisec evidence add --file`",
                 )
             out.write(chunk)
@@ -97,7 +105,11 @@ def _save_upload(upload: UploadFile, folder: Path) -> Path:
     return target
 
 
-def _act(caller: Caller, item_id: str, form: dict[str, Any]) -> str:
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n // 1024} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def _act(caller: Caller, item_id: str, form: dict[str, Any], limit: int) -> str:
     ws = caller.workspace
     item = _item(item_id)
     op = form.get("op")
@@ -122,7 +134,7 @@ def _act(caller: Caller, item_id: str, form: dict[str, Any]) -> str:
             raise InputError("choose a document to upload")
         title = text(form.get("title"), "title") or upload.filename or "document"
         with tempfile.TemporaryDirectory(prefix="gpaisec-upload-") as tmp:
-            path = _save_upload(upload, Path(tmp))
+            path = _save_upload(upload, Path(tmp), limit)
             ev = service.add_evidence(
                 ws,
                 [item.id],
@@ -144,7 +156,7 @@ async def measure_page(request: Request, caller: Caller, form: dict[str, Any]) -
         try:
             if not caller.roles & ATTESTERS:
                 raise _not_allowed(caller)
-            notice = await run_in_threadpool(_act, caller, item_id, form)
+            notice = await run_in_threadpool(_act, caller, item_id, form, upload_limit(request))
         except GpaisecError as exc:
             error, status = exc.diagnostics(), status_of(exc)
         finally:
@@ -164,7 +176,7 @@ async def measure_page(request: Request, caller: Caller, form: dict[str, Any]) -
         notice=notice,
         error=error,
         may_attest=bool(caller.roles & ATTESTERS),
-        max_upload_mib=MAX_UPLOAD // (1 << 20),
+        max_upload=_size(upload_limit(request)),
         **data,
     )
 

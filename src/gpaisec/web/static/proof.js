@@ -142,9 +142,12 @@
       try {
         if (!window.crypto || !crypto.subtle) fail("this page is not a secure context: open it over HTTPS or on localhost");
         const r = await check(document.getElementById("proof-json").value, document.getElementById("proof-vkey").value);
-        show(out, "good", r.signature
-          ? "Verified: entry " + r.seq + " is in the log of size " + r.size + " (root " + r.root.slice(0, 16) + "…), and the checkpoint's signature verifies with this key."
-          : "Inclusion verified for entry " + r.seq + " (root " + r.root.slice(0, 16) + "…), but this browser cannot check Ed25519 signatures: verify the checkpoint with `python -m gpaisec.audit.offline`.");
+        if (r.signature) {
+          show(out, "good", "Verified: entry " + r.seq + " is in the log of size " + r.size + " (root " + r.root.slice(0, 16) + "…), and the checkpoint's signature verifies with this key.");
+        } else {
+          // Without the signature the root is only what the pasted text says: not a verification.
+          show(out, "warn", "Not verified: the proof folds to the checkpoint's root, but this browser cannot check Ed25519 signatures, so the root itself is unchecked; verify with `python -m gpaisec.audit.offline`.");
+        }
       } catch (e) {
         show(out, "bad", "Not verified: " + e.message + ".");
       }
