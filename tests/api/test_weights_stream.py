@@ -414,6 +414,12 @@ def test_with_two_server_processes_each_serves_half_the_total(
     assert body == PLAINTEXT[:50_000]
     (cut,) = events(workspace, "weights.serve.cut")
     assert cut["bytes"] == 50_000
+    # A restarted process (a fresh limiter) gets its share of what is left: 25,000 of the last 50,000.
+    again = create_app(workspace, dataclasses.replace(test_settings(), workers=2))
+    with loopback(again) as base:
+        status, body, whole = fetch(base, cookie)
+    assert status == 200
+    assert body == PLAINTEXT[:25_000]
 
 
 def test_workers_must_be_a_sane_count() -> None:

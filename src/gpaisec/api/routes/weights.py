@@ -263,8 +263,16 @@ def stream_file(
     path = served.path_of(name)
     grant, version_id = _grant_key(ws, caller.username, ref, utcnow())
     limiter = limiter_for(request)
+    workers = request.app.state.gpaisec.settings.workers
     if limiter.served(grant) is None:
-        limiter.remember(grant, _served_before(ws, ref, grant))
+        already = _served_before(ws, ref, grant)
+        if workers > 1:
+            # This process's cap is total // workers; it may add an equal share of what is left over
+            # all processes, so that together they never pass the total whoever served what before.
+            total = served.max_bytes_per_grant
+            share_left = max(0, total - already) // workers
+            already = total // workers - share_left
+        limiter.remember(grant, already)
     # Step 4: open and audit the start.
     reader = open_file(path, provider_for(ws, served.key))
     try:
@@ -288,6 +296,5 @@ def stream_file(
         reader.close()
         raise
     # Steps 5-6: stream.
-    workers = request.app.state.gpaisec.settings.workers
     stream = _Stream(ws, reader, served, name, caller.username, grant, version_id, limiter, workers)
     return _CuttableResponse(stream, reader.size)
