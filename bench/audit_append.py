@@ -6,7 +6,7 @@
 1. Appends: ``--events`` events in transactions of ``--batch``, through ``record`` inside
    ``Workspace.transaction()`` (canonical JSON, leaf hashes, tree nodes, head update and one signed
    checkpoint per transaction), against a plain loop that inserts the same rows into the same table
-   (same DDL and indexes, same pragmas: WAL, synchronous=NORMAL, BEGIN IMMEDIATE per batch) with
+   (same DDL and indexes, same pragmas: WAL, synchronous=FULL, BEGIN IMMEDIATE per batch) with
    ``sqlite3`` ``executemany`` and ``json.dumps``. The two take turns, ``--rounds`` times; medians.
 2. Proofs: inclusion and consistency proofs for random leaves of a ``--proof-leaves`` tree, generated
    from stored subtree hashes (in memory, and from the SQLite store through
@@ -81,7 +81,7 @@ def run_plain(root: Path, evs: list[tuple[str, str, str, dict[str, Any]]], batch
     path = root / f"plain-{tag}.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA synchronous=FULL")
     table = AuditEntry.__table__
     dialect = sqlite_dialect.dialect()
     conn.execute(str(CreateTable(table).compile(dialect=dialect)))  # type: ignore[arg-type]
