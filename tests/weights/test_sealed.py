@@ -1,5 +1,6 @@
 """Sealed copies: recognised by their bytes, matched by the plaintext digest in their header (never
-decrypted), judged like plaintext copies but one severity lower; hostile headers are problems."""
+decrypted), judged like plaintext copies, at the same severity (the header is only a claim); hostile headers are
+problems."""
 
 from __future__ import annotations
 
@@ -292,7 +293,7 @@ def test_sealed_copies_at_the_approved_location_are_no_finding(
     assert all(r.confirmed for r in plain)
 
 
-def test_a_sealed_copy_at_an_unapproved_location_is_a_lower_severity_finding(
+def test_a_sealed_copy_at_an_unapproved_location_is_the_same_finding(
     world: tuple[Workspace, Path, Path], provider: LocalKeyProvider
 ) -> None:
     ws, root, v3 = world
@@ -305,7 +306,8 @@ def test_a_sealed_copy_at_an_unapproved_location_is_a_lower_severity_finding(
     assert set(by_path) == {"eval.bin", "plain.bin"}
     assert by_path["plain.bin"]["kind"] == by_path["eval.bin"]["kind"] == "unauthorised_copy"
     assert by_path["plain.bin"]["severity"] == "high"
-    assert by_path["eval.bin"]["severity"] == "medium"
+    # Not lowered: "sealed" is what an unauthenticated header says (plaintext could follow it).
+    assert by_path["eval.bin"]["severity"] == "high"
     assert "sealed copy" in by_path["eval.bin"]["summary"]
     assert by_path["plain.bin"]["summary"].startswith("copy of unreleased")
     with ws.reader() as s:
@@ -315,7 +317,7 @@ def test_a_sealed_copy_at_an_unapproved_location_is_a_lower_severity_finding(
         assert finding.details["match"] == "sealed-copy"
 
 
-def test_a_sealed_copy_on_an_unmanaged_laptop_opens_the_same_findings_one_step_lower(
+def test_a_sealed_copy_on_an_unmanaged_laptop_opens_the_same_findings(
     world: tuple[Workspace, Path, Path], provider: LocalKeyProvider
 ) -> None:
     ws, root, v3 = world
@@ -334,8 +336,8 @@ def test_a_sealed_copy_on_an_unmanaged_laptop_opens_the_same_findings_one_step_l
     assert {Path(m["path"]).suffix for m in result.matches} == {".dat"}
     assert {m["kind"] for m in result.matches} == {"sealed-copy"}
     assert {(f["kind"], f["severity"]) for f in result.new_findings} == {
-        ("unmanaged_device_copy", "high"),
-        ("unregistered_location", "high"),
+        ("unmanaged_device_copy", "critical"),
+        ("unregistered_location", "critical"),
     }
     assert all("sealed copy" in f["summary"] for f in result.new_findings)
     assert any(v["version"] == "v3" and v["found"] for v in result.versions_found)

@@ -11,11 +11,11 @@
 
 Sealed copies (gpaisec's encrypted format, recognised by their bytes and matched by the plaintext
 digest and length in their header, never decrypted) are judged like plaintext copies: at a location
-approved for the version they are no finding; anywhere else they open the same finding, which says
-the copy is sealed, one severity step lower (critical -> high, high -> medium). The ciphertext
-reveals nothing without the data key, which only the key provider can unwrap, so the copy is not
-yet a leak of the parameters; but it is a copy outside the registry's control, one stolen or
-misused key away from being one, so it is still recorded, audited and (at high) alerted.
+approved for the version they are no finding; anywhere else they open the same finding, at the same
+severity, which says the copy appears sealed. The severity is not lowered: a scan reads only the
+header, which nobody can authenticate without the key, so "sealed" is the file's claim, and plaintext
+weights behind a copied header would otherwise pass as a lesser finding. A sealed copy outside the
+registry's control is also one stolen or misused key away from a leak.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -85,10 +85,6 @@ def _location_for(path: str, locations: list[Location]) -> Location | None:
     return best
 
 
-_LOWER: Final = {"critical": "high", "high": "medium", "medium": "low", "low": "low"}
-"""The severity of a finding about a sealed copy, from the plaintext copy's (see module docs)."""
-
-
 def _assess_copy(
     s: Session,
     ws: Workspace,
@@ -105,7 +101,7 @@ def _assess_copy(
     ref = version.ref
     where = f"{device.name if device else host}:{m.path}"
     problems: list[tuple[str, str, str]] = []
-    what = "sealed copy" if m.sealed else "copy"
+    what = "sealed copy (by its header)" if m.sealed else "copy"
     if device is None:
         problems.append(
             (
@@ -134,8 +130,6 @@ def _assess_copy(
                 f"{what} of unreleased {ref} at {loc.label}, which is not approved for it ({m.path})",
             )
         )
-    if m.sealed:
-        problems = [(kind, _LOWER[severity], summary) for kind, severity, summary in problems]
     new = []
     for kind, severity, summary in problems:
         details: dict[str, Any] = {
