@@ -98,14 +98,16 @@ def free_port() -> int:
         return port
 
 
-def start_server(home: Path, port: int, database_url: str | None) -> subprocess.Popen[bytes]:
+def start_server(
+    home: Path, port: int, database_url: str | None, workers: int = 1
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     if database_url:
         env["GPAISEC_DATABASE_URL"] = database_url
     cmd = [sys.executable, "-m", "gpaisec", "--workspace", str(home), "serve", "--port", str(port), "--dev"]
-    cmd.append("--no-access-log")
+    cmd += ["--no-access-log", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited ({proc.returncode}); run gpaisec serve by hand to see why")
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--database-url", default=None)
+    p.add_argument("--workers", type=int, default=1, help="server processes (gpaisec serve --workers)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument(
         "--tool",
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         home = Path(tmp) / "ws"
         token = setup(home, args.database_url)
         port = free_port()
-        proc = start_server(home, port, args.database_url)
+        proc = start_server(home, port, args.database_url, args.workers)
         try:
             url = f"http://127.0.0.1:{port}/api/v1/access/decide"
             load(url, token, requests=args.warmup, seconds=args.seconds, concurrency=args.concurrency)
@@ -309,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     result |= {
         "backend": "postgresql" if args.database_url else "sqlite",
         "concurrency": args.concurrency,
+        "server_workers": args.workers,
         "tool": args.tool,
         "cpus": os.cpu_count(),
         "target": {"decisions_per_second": TARGET_RPS, "p99_ms": TARGET_P99_MS},

@@ -151,10 +151,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(home: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("gpaisec")
     proc = subprocess.Popen(
-        [str(exe), "-w", str(home), "serve", "--port", str(port), "--dev", "--no-access-log"],
+        [str(exe), "-w", str(home), "serve", "--port", str(port), "--dev", "--no-access-log"]
+        + ["--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -231,6 +232,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=300, help="requests per page")
     ap.add_argument("--concurrency", type=int, default=4, help="concurrent clients")
+    ap.add_argument("--workers", type=int, default=1, help="server processes (gpaisec serve --workers)")
     ap.add_argument("--workdir", type=Path, help="keep the workspace here")
     ap.add_argument("--format", choices=("text", "json"), default="text")
     args = ap.parse_args()
@@ -241,7 +243,7 @@ def main() -> None:
     secret = build(home, sightings=args.sightings, events=args.events)
     setup_s = time.perf_counter() - t0
     port = free_port()
-    server = start_server(home, port)
+    server = start_server(home, port, args.workers)
     base = f"http://127.0.0.1:{port}"
     try:
         cookies = sign_in(base, secret)
@@ -258,6 +260,7 @@ def main() -> None:
         "audit_events": args.events,
         "setup_s": setup_s,
         "concurrency": args.concurrency,
+        "workers": args.workers,
         "results": results,
         "target_p95_ms": TARGET_P95_MS,
         "target_met": verdicts,
@@ -267,7 +270,10 @@ def main() -> None:
         print(json.dumps(out, indent=2))
     else:
         print(f"workspace: {args.sightings} sightings, {args.events} audit events (built in {setup_s:.1f} s)")
-        print(f"load: {args.requests} requests per page, {args.concurrency} concurrent clients, loopback")
+        print(
+            f"load: {args.requests} requests per page, {args.concurrency} concurrent clients, loopback, "
+            f"{args.workers} server process(es)"
+        )
         for r in results:
             name = "baseline " + r["path"] if r is baseline else r["path"]
             print(
