@@ -379,7 +379,7 @@ class SealedReader:
         return fmt.iter_chunks(self._fd, self.core, self._payload_key)
 
     def readall_into(self, sink: fmt.Sink, *, workers: int | None = None) -> bytes:
-        """Decrypt everything in order into ``sink`` (parallel); returns the verified digest."""
+        """Decrypt everything into ``sink`` (in order, one call at a time); returns the verified digest."""
         digest = fmt.decrypt_stream(self._fd, self.core, self._payload_key, sink, workers=workers)
         assert digest is not None
         return digest

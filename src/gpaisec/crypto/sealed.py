@@ -363,22 +363,23 @@ def _run_pipeline(
     parallel: Callable[[int, int], None],
     ordered: Callable[[int, int], None],
 ) -> None:
-    """Run ``parallel(i, slot)`` for chunks 0..count-1 on ``workers`` threads (this one included), and
-    ``ordered(i, slot)`` on this thread strictly in order, each after its chunk's ``parallel``.
+    """Run ``parallel(i, slot)`` for chunks 0..count-1 and ``ordered(i, slot)`` strictly in order, each
+    after its chunk's ``parallel``, on ``workers`` threads (this one included).
 
-    Why this shape (measured, see ``bench/seal.py``): per byte, the digest costs about as much as
-    AES-GCM and must run in order on one thread. A pool plus a separate hashing thread puts one more
-    runnable thread than cores on the machine, and the hashing thread, which bounds throughput, gets
-    only its fair share of a core. Here there are exactly ``workers`` threads; this one does the
-    ordered work (digest, sink) whenever the next chunk is ready and otherwise takes a parallel task
-    (read and AES-GCM), so no core idles while there is work.
+    Why this shape (measured, see docs/sealed-format.md): per byte, the digest costs about as much
+    as AES-GCM and must run in order, one chunk at a time. A pool plus a hashing thread puts more
+    runnable threads than cores on the machine, and the in-order digest, which bounds throughput,
+    gets only a fair share of a core. Here there are exactly ``workers`` threads, all alike: each
+    takes the ordered work (digest, sink) for the next chunk when it is ready and no other thread
+    holds it, and otherwise the next chunk's parallel work (read, AES-GCM), so no core idles while
+    there is work. ``ordered`` is called once at a time, in order, from any of these threads.
 
     A slot (one chunk's buffers) is reused only after ``ordered`` has run for the chunk it held:
     memory is ``slots`` chunks whatever the file size. Failures are raised in chunk order: when
     ``parallel`` fails for chunk i, no new chunk is started, ``ordered`` still runs for every chunk
     before i, and then chunk i's exception is raised here (so the error names the first bad chunk,
-    whatever the timing). An exception from ``ordered`` is raised at once. Either way every thread
-    has finished when this returns or raises.
+    whatever the timing). An exception from ``ordered`` stops everything and is raised here. Either
+    way every thread has finished when this returns or raises.
     """
     if workers <= 1 or count == 1:
         for i in range(count):
@@ -390,72 +391,78 @@ def _run_pipeline(
     slot_of: dict[int, int] = {}
     finished: set[int] = set()
     errors: dict[int, BaseException] = {}
-    stop = False  # start no new chunk: one failed, or this thread gave up
-    nxt = 0
+    fatal: list[BaseException] = []
+    stop = False  # start no new chunk: one failed, or the pipeline is giving up
+    claimed = 0  # chunks 0..claimed-1 have a slot and their parallel work started
+    done = 0  # chunks 0..done-1 have had their ordered work
+    ordering = False  # a thread is running the ordered work of chunk ``done``
 
-    def claim() -> tuple[int, int]:
-        nonlocal nxt
-        i, s = nxt, free.pop()
-        nxt += 1
-        slot_of[i] = s
-        return i, s
-
-    def run(i: int, s: int) -> None:
-        nonlocal stop
-        try:
-            parallel(i, s)
-        except BaseException as exc:
-            with cond:
-                errors[i] = exc
-                stop = True
-                finished.add(i)
-                cond.notify_all()
-            return
-        with cond:
-            finished.add(i)
-            cond.notify_all()
-
-    def worker() -> None:
+    def loop() -> None:
+        nonlocal stop, claimed, done, ordering
         while True:
             with cond:
-                while not stop and nxt < count and not free:
+                # The next chunk in order is always claimed when a thread waits here, so some thread
+                # finishes it and notifies: the pipeline cannot stall.
+                while True:
+                    if fatal or done >= count:
+                        return
+                    if not ordering and done in finished:
+                        j = done
+                        finished.discard(j)
+                        s = slot_of.pop(j)
+                        if j in errors:
+                            fatal.append(errors.pop(j))
+                            stop = True
+                            cond.notify_all()
+                            return
+                        ordering, task = True, ordered
+                        break
+                    if not stop and claimed < count and free:
+                        j, s = claimed, free.pop()
+                        claimed += 1
+                        slot_of[j] = s
+                        task = parallel
+                        break
                     cond.wait()
-                if stop or nxt >= count:
-                    return
-                i, s = claim()
-            run(i, s)
+            try:
+                task(j, s)
+            except BaseException as exc:
+                with cond:
+                    if task is parallel:
+                        errors[j] = exc  # raised when the ordered work reaches chunk j
+                        finished.add(j)
+                    else:
+                        fatal.append(exc)
+                    stop = True
+                    cond.notify_all()
+                if task is parallel:
+                    continue
+                return
+            with cond:
+                if task is parallel:
+                    finished.add(j)
+                else:
+                    free.append(s)
+                    done += 1
+                    ordering = False
+                cond.notify_all()
 
-    threads = [threading.Thread(target=worker, name=f"gpaiseal-{k}", daemon=True) for k in range(workers - 1)]
+    threads = [threading.Thread(target=loop, name=f"gpaiseal-{k}", daemon=True) for k in range(workers - 1)]
     for t in threads:
         t.start()
     try:
-        for j in range(count):
-            while True:
-                with cond:
-                    # j is claimed whenever this waits (chunks are claimed in order), so it ends.
-                    while j not in finished and (stop or nxt >= count or not free):
-                        cond.wait()
-                    if j in finished:
-                        finished.discard(j)
-                        s = slot_of.pop(j)
-                        failed = errors.pop(j, None)
-                        break
-                    i, si = claim()
-                run(i, si)  # the next chunk in order is not ready: help with the parallel work
-            if failed is not None:
-                raise failed
-            ordered(j, s)
-            with cond:
-                free.append(s)
-                cond.notify_all()
-    except BaseException:
+        loop()
+    except BaseException as exc:  # KeyboardInterrupt in this thread: stop the others
         with cond:
             stop = True
+            fatal.append(exc)
             cond.notify_all()
         raise
     finally:
         for t in threads:
             t.join()
+    if fatal:
+        raise fatal[0]
 
 
 def _buffers(core: Core, workers: int) -> list[tuple[bytearray, bytearray]]:
@@ -525,7 +532,8 @@ def decrypt_stream(
 ) -> bytes | None:
     """Decrypt chunks ``first..first+count`` of ``src_fd`` and hand each to ``sink`` in order.
 
-    Only authenticated chunks reach ``sink``, always from the calling thread. For a whole-file read
+    Only authenticated chunks reach ``sink``, in order and one call at a time (from any of the
+    pipeline's threads; a sink must not rely on being called from this thread). For a whole-file read
     (the default) the plaintext digest is checked at the end (step 5) and SealedIntegrityError
     raised on a mismatch; the digest is returned for partial reads as None.
     """
