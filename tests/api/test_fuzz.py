@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -48,7 +49,11 @@ def fuzz(operation: Any, admin: TestClient, csrf: str, seen: list[int]) -> None:
     check()
 
 
-def test_no_server_errors_and_no_anonymous_success(app: FastAPI, world: World) -> None:
+def test_no_server_errors_and_no_anonymous_success(
+    app: FastAPI, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server with passkeys configured (without, their endpoints answer 503: not configured).
+    monkeypatch.setenv("GPAISEC_WEBAUTHN_ORIGIN", "https://gpaisec.example")
     admin = browser(app)
     csrf = sign_in(admin, world, "erin")
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", app)

@@ -1,10 +1,21 @@
-"""Fixtures for the integrity tests: EC key files and small generated model directories."""
+"""Fixtures for the integrity tests: EC key files and small generated model directories.
+
+Tests marked ``clean_process`` run in a fresh interpreter when this one has other threads: hashing in
+forked processes happens only in a single-threaded process (see ``integrity._engine``), and earlier
+tests can leave idle threads behind (schemathesis' ASGI portal, for one). Such a test is then run
+again, alone, in a child interpreter, and its result is this test's result.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -79,3 +90,41 @@ def model(tmp_path: Path) -> Path:
 
 def mode_bits(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+CHILD_ENV = "GPAISEC_TEST_CLEAN_CHILD"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "clean_process: needs a process with no other thread (forks)")
+
+
+def _quiet(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while threading.active_count() > 1:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    if pyfuncitem.get_closest_marker("clean_process") is None or os.environ.get(CHILD_ENV):
+        return None
+    if _quiet(5.0):  # idle helper threads of earlier tests end within seconds
+        return None
+    others = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", pyfuncitem.nodeid],
+        env={**os.environ, CHILD_ENV: "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"{pyfuncitem.nodeid} failed in a clean interpreter (run there because of threads {others}):\n"
+        f"{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    )
+    return True

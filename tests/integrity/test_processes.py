@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,14 +16,8 @@ from gpaisec.integrity import HashParams, _engine, hash_directory
 FILES = 2600  # above the threshold at which small files are shared out to processes
 
 
-@pytest.fixture(autouse=True)
-def no_other_thread() -> None:
-    """Forking needs a process with no other thread; earlier tests' idle threads end within seconds."""
-    deadline = time.monotonic() + 10
-    while threading.active_count() > 1:
-        others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-        assert time.monotonic() < deadline, f"threads still running: {others}"
-        time.sleep(0.05)
+# Forking needs a process with no other thread: see tests/integrity/conftest.py.
+pytestmark = pytest.mark.clean_process
 
 
 @pytest.fixture(scope="module")
