@@ -44,3 +44,25 @@ def test_copies_elsewhere_are_labelled_by_what_the_scan_saw(
     assert storage == {"vault": "sealed", "Downloads": "plaintext", "scratch": "encrypted-volume"}
     assert by_place[next(p for p in by_place if p.endswith("vault"))]["files"] == len(shards)
     assert all(c["findings"] for c in by_place.values() if c["managed"] is False)
+
+
+def test_the_cached_view_follows_every_change_and_is_the_callers_own(
+    world: tuple[Workspace, Path, Path],  # noqa: F811
+) -> None:
+    ws, root, v3 = world
+    first = copies_of(ws, "atlas:v3")
+    first.clear()  # a caller's copy: changing it changes nothing for the next caller
+    assert copies_of(ws, "atlas:v3")
+    laptop = root / "laptop-9" / "Downloads"
+    laptop.mkdir(parents=True)
+    shutil.copy(sorted(v3.glob("*.safetensors"))[0], laptop / "x.bin")
+    before = copies_of(ws, "atlas:v3")
+    discover(ws, [laptop], device="laptop-9", workers=1)
+    after = copies_of(ws, "atlas:v3")
+    assert len(after) == len(before) + 1
+    (copy,) = [c for c in after if not c["approved"]]
+    assert copy["findings"]
+    for finding_id in list(copy["findings"]):
+        registry.resolve_finding(ws, str(finding_id), reason="laptop wiped by IT")
+    (copy,) = [c for c in copies_of(ws, "atlas:v3") if not c["approved"]]
+    assert copy["findings"] == []

@@ -7,9 +7,11 @@ devices and locations storing parameters). Lookups take the names people use: a 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import posixpath
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +21,11 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from gpaisec.alerts import raise_alert
+from gpaisec.audit.models import AuditEntry
 from gpaisec.audit.service import record
 from gpaisec.errors import ConflictError, InputError, NotFoundError
 from gpaisec.store.base import new_id, utcnow
+from gpaisec.weights.matching import MatchKind
 from gpaisec.weights.models import (
     Device,
     Finding,
@@ -31,7 +35,6 @@ from gpaisec.weights.models import (
     ModelVersion,
     Site,
 )
-from gpaisec.weights.matching import MatchKind
 from gpaisec.workspace import Workspace
 
 STORAGE_KINDS = ("sealed", "encrypted-volume", "plaintext")
@@ -523,156 +526,177 @@ def list_findings(ws: Workspace, *, open_only: bool = False, kind: str | None = 
 # --- the registry view -----------------------------------------------------------------------------
 
 
+# The whole view, per database, with the audit log's head it was read at: every change to the
+# registry writes an audit event in its own transaction, so an unchanged head means an unchanged view.
+_VIEW_CACHE: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+_VIEW_CACHE_LOCK = threading.Lock()
+
+
 def registry_view(ws: Workspace, *, model: str | None = None) -> list[dict[str, Any]]:
     """Where every version lives: approved locations with their state, and every other place it was seen.
 
     One entry per version (unreleased first). Each copy says where it is, on which device (managed or
     not), how it is stored, when it was last scanned, whether the last scan found it, and its open findings.
+
+    The view of every model is kept per database and reused while the audit log has not grown (read
+    in the same transaction as the view), which is what lets the dashboard's registry page answer
+    quickly under load; callers get their own copy.
     """
+    with ws.reader() as s:
+        head = s.scalar(select(func.max(AuditEntry.seq)))
+        head = -1 if head is None else int(head)
+        if model is None:
+            with _VIEW_CACHE_LOCK:
+                hit = _VIEW_CACHE.get(ws.database_url)
+            if hit is not None and hit[0] == head:
+                return copy.deepcopy(hit[1])
+        view = _registry_view(s, model)
+    if model is None:
+        with _VIEW_CACHE_LOCK:
+            _VIEW_CACHE[ws.database_url] = (head, copy.deepcopy(view))
+    return view
+
+
+def _registry_view(s: Session, model: str | None) -> list[dict[str, Any]]:
     from gpaisec.weights.models import Scan, Sighting  # local: keeps the lookups above light
 
-    with ws.reader() as s:
-        q = select(ModelVersion).options(
-            selectinload(ModelVersion.model), selectinload(ModelVersion.artifacts)
-        )
-        if model is not None:
-            q = q.where(ModelVersion.model_id == get_model(s, model).id)
-        versions = sorted(s.scalars(q), key=lambda v: (v.released, v.model.name, v.created_at))
-        approvals = list(
-            s.scalars(
-                select(LocationApproval).options(
-                    selectinload(LocationApproval.location).selectinload(Location.device)
-                )
+    q = select(ModelVersion).options(selectinload(ModelVersion.model), selectinload(ModelVersion.artifacts))
+    if model is not None:
+        q = q.where(ModelVersion.model_id == get_model(s, model).id)
+    versions = sorted(s.scalars(q), key=lambda v: (v.released, v.model.name, v.created_at))
+    approvals = list(
+        s.scalars(
+            select(LocationApproval).options(
+                selectinload(LocationApproval.location).selectinload(Location.device)
             )
         )
-        open_findings = list(s.scalars(select(Finding).where(Finding.state != "resolved")))
-        devices = {d.id: d for d in s.scalars(select(Device))}
-        locations = {loc.id: loc for loc in s.scalars(select(Location))}
-        # The latest scan that covered each location (from the distinct (location, scan) pairs).
-        latest: dict[str, tuple[dt.datetime, str]] = {}
-        pairs = (
-            select(Sighting.location_id, Sighting.scan_id)
-            .where(Sighting.location_id.is_not(None))
-            .distinct()
-            .subquery()
-        )
-        for loc_id, scan_id, started in s.execute(
-            select(pairs.c.location_id, pairs.c.scan_id, Scan.started_at).join(
-                Scan, Scan.id == pairs.c.scan_id
-            )
-        ):
-            have = latest.get(str(loc_id))
-            if have is None or (started, scan_id) > have:
-                latest[str(loc_id)] = (started, scan_id)
-        # How many files of each version each location's latest scan saw: counted by the database
-        # (the covering index ix_sightings_location_scan_version answers both queries).
-        seen_latest: dict[tuple[str, str], int] = {}
-        for loc_id, scan_id, ver_id, n in s.execute(
-            select(Sighting.location_id, Sighting.scan_id, Sighting.version_id, func.count())
-            .where(Sighting.location_id.is_not(None), Sighting.version_id.is_not(None))
-            .group_by(Sighting.location_id, Sighting.scan_id, Sighting.version_id)
-        ):
-            if latest.get(str(loc_id), (None, None))[1] == scan_id:
-                seen_latest[(str(loc_id), str(ver_id))] = int(n)
-        findings_by_sighting: dict[str, list[str]] = {}
-        findings_by_location: dict[str, list[str]] = {}
-        for f in open_findings:
-            if f.sighting_id:
-                findings_by_sighting.setdefault(f.sighting_id, []).append(f.id)
-            if f.location_id:
-                findings_by_location.setdefault(f.location_id, []).append(f.id)
-        approvals_by_version: dict[str, list[LocationApproval]] = {}
-        for a in approvals:
-            approvals_by_version.setdefault(a.version_id, []).append(a)
-        out: list[dict[str, Any]] = []
-        for v in versions:
-            copies: list[dict[str, Any]] = []
-            approved_ids = set()
-            for a in approvals_by_version.get(v.id, []):
-                loc = a.location
-                approved_ids.add(loc.id)
-                files = seen_latest.get((loc.id, v.id), 0)
-                copies.append(
-                    {
-                        "location": loc.label,
-                        "device": loc.device.name if loc.device else None,
-                        "managed": loc.device.managed if loc.device else None,
-                        "storage": loc.storage,
-                        "approved": True,
-                        "last_scan_at": loc.last_scan_at,
-                        "present": bool(files) if loc.last_scan_at else None,
-                        "files": files,
-                        "findings": findings_by_location.get(loc.id, []),
-                    }
-                )
-            # Every other place the version was seen: only those rows, and only the columns shown.
-            q_else = (
-                select(
-                    Sighting.id,
-                    Sighting.location_id,
-                    Sighting.device_id,
-                    Sighting.path,
-                    Sighting.seen_at,
-                    Sighting.match,
-                )
-                .where(Sighting.version_id == v.id)
-                .order_by(Sighting.seen_at.desc())
-            )
-            if approved_ids:
-                q_else = q_else.where(
-                    Sighting.location_id.is_(None) | Sighting.location_id.not_in(sorted(approved_ids))
-                )
-            elsewhere: dict[tuple[str | None, str], dict[str, Any]] = {}
-            for sighting_id, location_id, device_id, path, seen_at, match in s.execute(q_else):
-                loc_row = locations.get(location_id) if location_id else None
-                place = loc_row.label if loc_row else path.rsplit("/", 1)[0]
-                dev = devices.get(device_id) if device_id else None
-                key = (device_id, place)
-                # How the copy is stored, from what the scan saw: a sealed file is sealed whatever the
-                # location says; plaintext is on an encrypted volume only if the device's disk is.
-                storage = (
-                    "sealed"
-                    if match == MatchKind.SEALED_COPY
-                    else "encrypted-volume"
-                    if dev is not None and dev.disk_encrypted
-                    else "plaintext"
-                )
-                if key in elsewhere:
-                    copy = elsewhere[key]
-                    copy["files"] += 1
-                    copy["findings"].extend(findings_by_sighting.get(sighting_id, []))
-                    if copy["storage"] != storage:
-                        copy["storage"] = "mixed"
-                    continue
-                elsewhere[key] = {
-                    "location": place if loc_row else f"{dev.name if dev else '?'}:{place}",
-                    "device": dev.name if dev else None,
-                    "managed": dev.managed if dev else False,
-                    "storage": storage,
-                    "approved": False,
-                    "last_scan_at": seen_at,
-                    "present": True,
-                    "files": 1,
-                    "findings": list(findings_by_sighting.get(sighting_id, [])),
-                }
-            version_findings = [f.id for f in open_findings if f.version_id == v.id]
-            version_finding_ids = set(version_findings)
-            for copy in elsewhere.values():
-                copy["findings"] = [f for f in copy["findings"] if f in version_finding_ids]
-            out.append(
+    )
+    open_findings = list(s.scalars(select(Finding).where(Finding.state != "resolved")))
+    devices = {d.id: d for d in s.scalars(select(Device))}
+    locations = {loc.id: loc for loc in s.scalars(select(Location))}
+    # The latest scan that covered each location (from the distinct (location, scan) pairs).
+    latest: dict[str, tuple[dt.datetime, str]] = {}
+    pairs = (
+        select(Sighting.location_id, Sighting.scan_id)
+        .where(Sighting.location_id.is_not(None))
+        .distinct()
+        .subquery()
+    )
+    for loc_id, scan_id, started in s.execute(
+        select(pairs.c.location_id, pairs.c.scan_id, Scan.started_at).join(Scan, Scan.id == pairs.c.scan_id)
+    ):
+        have = latest.get(str(loc_id))
+        if have is None or (started, scan_id) > have:
+            latest[str(loc_id)] = (started, scan_id)
+    # How many files of each version each location's latest scan saw: counted by the database
+    # (the covering index ix_sightings_location_scan_version answers both queries).
+    seen_latest: dict[tuple[str, str], int] = {}
+    for loc_id, scan_id, ver_id, n in s.execute(
+        select(Sighting.location_id, Sighting.scan_id, Sighting.version_id, func.count())
+        .where(Sighting.location_id.is_not(None), Sighting.version_id.is_not(None))
+        .group_by(Sighting.location_id, Sighting.scan_id, Sighting.version_id)
+    ):
+        if latest.get(str(loc_id), (None, None))[1] == scan_id:
+            seen_latest[(str(loc_id), str(ver_id))] = int(n)
+    findings_by_sighting: dict[str, list[str]] = {}
+    findings_by_location: dict[str, list[str]] = {}
+    for f in open_findings:
+        if f.sighting_id:
+            findings_by_sighting.setdefault(f.sighting_id, []).append(f.id)
+        if f.location_id:
+            findings_by_location.setdefault(f.location_id, []).append(f.id)
+    approvals_by_version: dict[str, list[LocationApproval]] = {}
+    for a in approvals:
+        approvals_by_version.setdefault(a.version_id, []).append(a)
+    out: list[dict[str, Any]] = []
+    for v in versions:
+        copies: list[dict[str, Any]] = []
+        approved_ids = set()
+        for a in approvals_by_version.get(v.id, []):
+            loc = a.location
+            approved_ids.add(loc.id)
+            files = seen_latest.get((loc.id, v.id), 0)
+            copies.append(
                 {
-                    "version": v.ref,
-                    "released": v.released,
-                    "training_flop": v.training_flop,
-                    "manifests": [
-                        {"digest": a.manifest_digest, "files": a.file_count, "bytes": a.total_size}
-                        for a in v.artifacts
-                    ],
-                    "copies": copies + list(elsewhere.values()),
-                    "open_findings": version_findings,
+                    "location": loc.label,
+                    "device": loc.device.name if loc.device else None,
+                    "managed": loc.device.managed if loc.device else None,
+                    "storage": loc.storage,
+                    "approved": True,
+                    "last_scan_at": loc.last_scan_at,
+                    "present": bool(files) if loc.last_scan_at else None,
+                    "files": files,
+                    "findings": findings_by_location.get(loc.id, []),
                 }
             )
-        return out
+        # Every other place the version was seen: only those rows, and only the columns shown.
+        q_else = (
+            select(
+                Sighting.id,
+                Sighting.location_id,
+                Sighting.device_id,
+                Sighting.path,
+                Sighting.seen_at,
+                Sighting.match,
+            )
+            .where(Sighting.version_id == v.id)
+            .order_by(Sighting.seen_at.desc())
+        )
+        if approved_ids:
+            q_else = q_else.where(
+                Sighting.location_id.is_(None) | Sighting.location_id.not_in(sorted(approved_ids))
+            )
+        elsewhere: dict[tuple[str | None, str], dict[str, Any]] = {}
+        for sighting_id, location_id, device_id, path, seen_at, match in s.execute(q_else):
+            loc_row = locations.get(location_id) if location_id else None
+            place = loc_row.label if loc_row else path.rsplit("/", 1)[0]
+            dev = devices.get(device_id) if device_id else None
+            key = (device_id, place)
+            # How the copy is stored, from what the scan saw: a sealed file is sealed whatever the
+            # location says; plaintext is on an encrypted volume only if the device's disk is.
+            storage = (
+                "sealed"
+                if match == MatchKind.SEALED_COPY
+                else "encrypted-volume"
+                if dev is not None and dev.disk_encrypted
+                else "plaintext"
+            )
+            if key in elsewhere:
+                copy = elsewhere[key]
+                copy["files"] += 1
+                copy["findings"].extend(findings_by_sighting.get(sighting_id, []))
+                if copy["storage"] != storage:
+                    copy["storage"] = "mixed"
+                continue
+            elsewhere[key] = {
+                "location": place if loc_row else f"{dev.name if dev else '?'}:{place}",
+                "device": dev.name if dev else None,
+                "managed": dev.managed if dev else False,
+                "storage": storage,
+                "approved": False,
+                "last_scan_at": seen_at,
+                "present": True,
+                "files": 1,
+                "findings": list(findings_by_sighting.get(sighting_id, [])),
+            }
+        version_findings = [f.id for f in open_findings if f.version_id == v.id]
+        version_finding_ids = set(version_findings)
+        for copy in elsewhere.values():
+            copy["findings"] = [f for f in copy["findings"] if f in version_finding_ids]
+        out.append(
+            {
+                "version": v.ref,
+                "released": v.released,
+                "training_flop": v.training_flop,
+                "manifests": [
+                    {"digest": a.manifest_digest, "files": a.file_count, "bytes": a.total_size}
+                    for a in v.artifacts
+                ],
+                "copies": copies + list(elsewhere.values()),
+                "open_findings": version_findings,
+            }
+        )
+    return out
 
 
 STALE_SCAN_DAYS = 30
