@@ -1,6 +1,6 @@
 """Sealed copies: recognised by their bytes, matched by the plaintext digest in their header (never
-decrypted), judged like plaintext copies, at the same severity (the header is only a claim); hostile headers are
-problems."""
+decrypted), judged like plaintext copies at the same severity (the header is only a claim); hostile
+headers are problems."""
 
 from __future__ import annotations
 
