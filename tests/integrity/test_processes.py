@@ -11,6 +11,7 @@ from pathlib import Path
 import blake3
 import pytest
 
+from gpaisec import _forks as forks_module
 from gpaisec.integrity import HashParams, _engine, hash_directory
 
 FILES = 2600  # above the threshold at which small files are shared out to processes
@@ -104,7 +105,7 @@ def test_a_failed_fork_or_child_is_hashed_here(many: Path, monkeypatch: pytest.M
         raise RuntimeError("child cannot report")
 
     forks = _forks(monkeypatch)
-    monkeypatch.setattr(_engine.json, "dumps", broken_dumps)
+    monkeypatch.setattr(forks_module.json, "dumps", broken_dumps)
     assert hash_directory(many, workers=3).resources == expected
     assert forks == [1, 1]
 

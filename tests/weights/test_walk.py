@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from gpaisec import _forks
 from gpaisec.errors import InputError
 from gpaisec.weights import walk as walk_module
 from gpaisec.weights.fingerprint import digest_file
@@ -398,7 +399,7 @@ def test_a_failed_worker_share_is_walked_again(wide_tree: Path, monkeypatch: pyt
     def broken_dumps(*_args: object, **_kwargs: object) -> str:
         raise RuntimeError("worker cannot report")
 
-    monkeypatch.setattr(walk_module.json, "dumps", broken_dumps)
+    monkeypatch.setattr(_forks.json, "dumps", broken_dumps)
     serial = _summary(*walk_all(wide_tree, min_size=100))
     assert _summary(*walk_all(wide_tree, min_size=100, workers=2)) == serial
 

@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import mmap
 import os
-import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -49,6 +47,7 @@ from typing import Final, Protocol
 
 import blake3
 
+from gpaisec import _forks
 from gpaisec.errors import InputError
 from gpaisec.integrity._manifest import (
     Algorithm,
@@ -348,64 +347,35 @@ def _can_fork(workers: int, files: int) -> bool:
 
 def _fork_share(share: list[_Entry], params: HashParams) -> tuple[int, int] | None:
     """Fork a child that hashes ``share``; (pid, read end of its pipe), or None if fork failed."""
-    try:
-        read_fd, write_fd = os.pipe()
-    except OSError:
-        return None
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
-        return None
-    if pid == 0:  # the child: hash, report, exit without running any cleanup
-        status = 1
+
+    def work() -> dict[str, object]:
         try:
-            os.close(read_fd)
-            payload: dict[str, object]
-            try:
-                out, large, done = _hash_batch(share, params, _Counter())
-                payload = {
-                    "resources": [list(r) for r in out],
-                    "large": [[e.rel, e.path, e.size] for e in large],
-                    "done": done,
-                }
-            except InputError as exc:
-                payload = {"error": exc.message, "hint": exc.hint}
-            with os.fdopen(write_fd, "wb") as sink:
-                sink.write(json.dumps(payload).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    return pid, read_fd
+            out, large, done = _hash_batch(share, params, _Counter())
+        except InputError as exc:
+            return {"error": exc.message, "hint": exc.hint}
+        return {
+            "resources": [list(r) for r in out],
+            "large": [[e.rel, e.path, e.size] for e in large],
+            "done": done,
+        }
+
+    return _forks.fork_worker(work)
 
 
 def _collect_share(pid: int, read_fd: int) -> tuple[list[Resource], list[_Entry], int] | None:
     """A child's results; None if it failed (its share is then hashed here). Raises the
     child's InputError (an unreadable file, say) as this process's own."""
-    try:
-        with os.fdopen(read_fd, "rb") as source:
-            data = source.read()
-    except OSError:
-        data = b""
-    finally:
-        _pid, status = os.waitpid(pid, 0)
-    if status != 0 or not data:
+    payload = _forks.collect(pid, read_fd)
+    if payload is None:
         return None
+    if "error" in payload:
+        raise InputError(str(payload["error"]), hint=payload.get("hint"))
     try:
-        payload = json.loads(data)
-        if "error" in payload:
-            error = InputError(str(payload["error"]), hint=payload.get("hint"))
-        else:
-            error = None
-            out = [Resource(str(p), str(d), s, e) for p, d, s, e in payload["resources"]]
-            large = [_Entry(str(r), str(p), int(n)) for r, p, n in payload["large"]]
-            done = int(payload["done"])
+        out = [Resource(str(p), str(d), s, e) for p, d, s, e in payload["resources"]]
+        large = [_Entry(str(r), str(p), int(n)) for r, p, n in payload["large"]]
+        done = int(payload["done"])
     except (ValueError, KeyError, TypeError):
         return None
-    if error is not None:
-        raise error
     return out, large, done
 
 
@@ -450,11 +420,7 @@ def _hash_small_in_processes(
             done += got[2]
             report()
     finally:
-        for pid, read_fd, _share in children:  # abandoned (an error): stop and reap the children
-            os.close(read_fd)
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGTERM)
-                os.waitpid(pid, 0)
+        _forks.reap((pid, read_fd) for pid, read_fd, _share in children)  # abandoned (an error)
     return results, large, done
 
 

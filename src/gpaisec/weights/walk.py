@@ -28,17 +28,15 @@ full digests and match again to confirm.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import errno
-import json
 import os
-import signal
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
+from gpaisec import _forks
 from gpaisec.errors import InputError
 from gpaisec.weights.fingerprint import (
     FileDigests,
@@ -317,59 +315,30 @@ class Walker:
                 else:
                     yield from result
         finally:
-            for pid, read_fd, _share in children:  # abandoned early: stop and reap the children
-                os.close(read_fd)
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGTERM)
-                    os.waitpid(pid, 0)
+            _forks.reap((pid, read_fd) for pid, read_fd, _share in children)  # abandoned early
 
     def _fork(self, share: list[_Pending]) -> tuple[int, int, list[_Pending]] | None:
-        try:
-            read_fd, write_fd = os.pipe()
-        except OSError:
-            return None
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            return None
-        if pid == 0:  # the child: walk the share, report, exit without running any cleanup
-            status = 1
-            try:
-                os.close(read_fd)
-                self._problems, self._counts = [], dict.fromkeys(self._counts, 0)
-                prepare = self.prepare
-                found = [
-                    [c.to_record(), prepare(c) if prepare is not None else None]
-                    for c in self._drain(list(share))
-                ]
-                payload = {
-                    "candidates": found,
-                    "problems": [[p.kind.value, p.path, p.detail] for p in self._problems],
-                    "counts": self._counts,
-                }
-                with os.fdopen(write_fd, "wb") as out:
-                    out.write(json.dumps(payload).encode())
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(write_fd)
-        return pid, read_fd, share
+        def work() -> dict[str, Any]:
+            self._problems, self._counts = [], dict.fromkeys(self._counts, 0)
+            prepare = self.prepare
+            found = [
+                [c.to_record(), prepare(c) if prepare is not None else None] for c in self._drain(list(share))
+            ]
+            return {
+                "candidates": found,
+                "problems": [[p.kind.value, p.path, p.detail] for p in self._problems],
+                "counts": self._counts,
+            }
+
+        child = _forks.fork_worker(work)
+        return None if child is None else (*child, share)
 
     def _collect(self, pid: int, read_fd: int) -> list[Candidate] | None:
         """A child's results, or None if it failed (its share is then walked again here)."""
-        try:
-            with os.fdopen(read_fd, "rb") as source:
-                data = source.read()
-        except OSError:
-            data = b""
-        finally:
-            _pid, status = os.waitpid(pid, 0)
-        if status != 0 or not data:
+        payload = _forks.collect(pid, read_fd)
+        if payload is None:
             return None
         try:
-            payload = json.loads(data)
             problems = [ScanProblem(ProblemKind(k), p, d) for k, p, d in payload["problems"]]
             candidates = [
                 Candidate.from_record(record, prepared) for record, prepared in payload["candidates"]
