@@ -8,17 +8,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import stat
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -43,6 +37,7 @@ from gpaisec.store.base import utcnow
 from gpaisec.weights import registry
 from gpaisec.workspace import Workspace
 from tests.api.conftest import World, browser, make_world, sign_in, test_settings
+from tests.live_server import live_server
 
 PASSPHRASE = "a long test passphrase for the key file"
 PLAINTEXT = os.urandom(300_000)
@@ -163,29 +158,6 @@ def grant_alice(app: FastAPI, world: World) -> str:
     return cookie
 
 
-@contextmanager
-def loopback(app: FastAPI) -> Iterator[str]:
-    """A real uvicorn server on a free 127.0.0.1 port, in a thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "the server stopped while starting"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 def fetch(base: str, cookie: str) -> tuple[int, bytes, bool]:
     """GET the file: status, the bytes received, and whether the body arrived whole."""
     got = bytearray()
@@ -213,7 +185,7 @@ def test_an_allowed_user_streams_exactly_the_plaintext(
 ) -> None:
     configure(workspace, served)
     cookie = grant_alice(app, world)
-    with loopback(app) as base:
+    with live_server(app, log_level="critical") as base:
         status, body, whole = fetch(base, cookie)
     assert status == 200
     assert whole
@@ -252,7 +224,7 @@ def test_the_total_per_grant_cuts_the_stream_opens_a_finding_and_is_audited(
 ) -> None:
     configure(workspace, served, total=100_000)
     cookie = grant_alice(app, world)
-    with loopback(app) as base:
+    with live_server(app, log_level="critical") as base:
         status, body, whole = fetch(base, cookie)
         assert status == 200
         assert not whole
@@ -278,7 +250,7 @@ def test_a_stream_pulling_faster_than_the_rate_is_cut(
     # The clock stands still and no wait is allowed: the first piece is the burst, the second waits.
     app.state.weights_limiter = StreamLimiter(clock=lambda: 0.0, max_wait=0.0)
     cookie = grant_alice(app, world)
-    with loopback(app) as base:
+    with live_server(app, log_level="critical") as base:
         status, body, whole = fetch(base, cookie)
     assert status == 200
     assert not whole
@@ -407,7 +379,7 @@ def test_with_two_server_processes_each_serves_half_the_total(
     app = create_app(workspace, dataclasses.replace(test_settings(), workers=2))
     configure(workspace, served, total=100_000)
     cookie = grant_alice(app, world)
-    with loopback(app) as base:
+    with live_server(app, log_level="critical") as base:
         status, body, whole = fetch(base, cookie)
     assert status == 200
     assert not whole
@@ -416,7 +388,7 @@ def test_with_two_server_processes_each_serves_half_the_total(
     assert cut["bytes"] == 50_000
     # A restarted process (a fresh limiter) gets its share of what is left: 25,000 of the last 50,000.
     again = create_app(workspace, dataclasses.replace(test_settings(), workers=2))
-    with loopback(again) as base:
+    with live_server(again, log_level="critical") as base:
         status, body, whole = fetch(base, cookie)
     assert status == 200
     assert body == PLAINTEXT[:25_000]

@@ -9,21 +9,18 @@ under the test's tmp dir (``screenshots/``).
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from gpaisec.access import accounts, mfa, webauthn
 from gpaisec.api import create_app
 from gpaisec.store.base import utcnow
 from gpaisec.workspace import Workspace
 from tests.api.conftest import PASSWORD, add_human, test_settings
+from tests.live_server import live_server
 from tests.web.test_browser import CHROMIUM, LAUNCH_ARGS
 from tests.web.test_browser import pytestmark as browser_marks
 
@@ -38,24 +35,9 @@ class Site:
 @pytest.fixture
 def site(workspace: Workspace) -> Iterator[Site]:
     secret = add_human(workspace, "erin", ("admin", "reviewer"))
-    app = create_app(workspace, test_settings())
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "the test server did not start"
-    try:
-        yield Site(workspace, secret, f"http://localhost:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    # localhost, not 127.0.0.1: browsers refuse an IP address as a passkey's relying party.
+    with live_server(create_app(workspace, test_settings()), host="localhost") as url:
+        yield Site(workspace, secret, url)
 
 
 @pytest.fixture

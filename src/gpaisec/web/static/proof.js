@@ -88,8 +88,10 @@
 
   // A signed-note verifier key: name+hash8hex+base64(0x01 || 32-byte Ed25519 public key).
   function parseVkey(vkey) {
-    const parts = vkey.trim().split("+");
-    if (parts.length !== 3 || !/^[0-9a-f]{8}$/.test(parts[1])) fail("the verifier key is not name+hash+key");
+    // The name has no "+", the hash is 8 hex digits; the key's base64 may itself contain "+".
+    const m = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]+={0,2})$/.exec(vkey.trim());
+    if (!m) fail("the verifier key is not name+hash+key");
+    const parts = [m[1], m[2], m[3]];
     const raw = b64ToBytes(parts[2], "the verifier key");
     if (raw.length !== 33 || raw[0] !== 1) fail("the verifier key is not an Ed25519 key");
     return { name: parts[0], hash: parts[1], key: raw.slice(1), alg: raw };
