@@ -245,6 +245,13 @@ def get_review(ws: Workspace, campaign_id: str) -> ReviewCampaign:
         return _campaign(s, campaign_id)
 
 
+def list_reviews(ws: Workspace) -> list[ReviewCampaign]:
+    """Every review with its items, newest first."""
+    with ws.reader() as s:
+        q = select(ReviewCampaign).options(selectinload(ReviewCampaign.items))
+        return list(s.scalars(q.order_by(ReviewCampaign.started_at.desc())))
+
+
 def sweep_findings(
     ws: Workspace, *, limit: int = NON_HARDENED_LIMIT, now: dt.datetime | None = None
 ) -> list[str]:

@@ -21,14 +21,13 @@ from gpaisec.access import accounts, grants, reviews
 from gpaisec.access.decide import check_access
 from gpaisec.access.models import ReviewCampaign
 from gpaisec.api.deps import Caller
+from gpaisec.api.routes.access import OVERSEERS  # who sees every grant
 from gpaisec.errors import DeniedError, GpaisecError, InputError
 from gpaisec.web._common import IDENT, Route, page, problem, render, status_of, text
 from gpaisec.weights.models import ModelVersion
 
 __all__ = ["ROUTES"]
 
-# Who sees every grant and may revoke any (as the API's OVERSEERS).
-OVERSEERS = frozenset({"approver", "reviewer", "admin"})
 REVIEWERS = frozenset({"reviewer", "admin"})
 ACTIONS = ("read", "write", "export")
 _CODE_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-")
@@ -184,14 +183,6 @@ async def access_page(request: Request, caller: Caller, form: dict[str, Any]) ->
 # -- reviews -------------------------------------------------------------------------------------
 
 
-def _campaigns(caller: Caller) -> list[ReviewCampaign]:
-    with caller.workspace.reader() as s:
-        rows = list(s.scalars(select(ReviewCampaign).order_by(ReviewCampaign.started_at.desc())))
-        for c in rows:
-            _ = list(c.items)  # load while the session is open
-        return rows
-
-
 @page(REVIEWERS)
 async def reviews_page(request: Request, caller: Caller, form: dict[str, Any]) -> Response:
     notice = error = None
@@ -205,7 +196,7 @@ async def reviews_page(request: Request, caller: Caller, form: dict[str, Any]) -
             notice = f"review {c.id} started with {len(c.items)} principals to decide"
         except GpaisecError as exc:
             error, status = exc.diagnostics(), status_of(exc)
-    campaigns = await run_in_threadpool(_campaigns, caller)
+    campaigns = await run_in_threadpool(reviews.list_reviews, caller.workspace)
     return render(
         request,
         "reviews.html",

@@ -7,7 +7,6 @@ import ipaddress
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from sqlalchemy import select
 
 from gpaisec.access import accounts, grants, reviews
 from gpaisec.access.decide import check_access
@@ -31,7 +30,7 @@ router = APIRouter(prefix="/access", tags=["access"])
 
 __all__ = ["router"]
 
-# Who sees every grant and may revoke any: the people who decide or review access.
+# Who sees every grant (and, for software with a token, may revoke any): those who decide or review access.
 OVERSEERS = frozenset({"approver", "reviewer", "admin"})
 GrantState = Annotated[list[str] | None, Query(description="Only grants in these states (repeatable).")]
 
@@ -179,10 +178,7 @@ def _review(c: ReviewCampaign, *, items: bool) -> ReviewPublic:
 
 @router.get("/reviews", response_model=list[ReviewPublic], summary="List authorisation reviews, newest first")
 def list_reviews(caller: Reviewer) -> list[ReviewPublic]:
-    # Read-only: there is no list function in access.reviews yet.
-    with caller.workspace.reader() as s:
-        rows = list(s.scalars(select(ReviewCampaign).order_by(ReviewCampaign.started_at.desc())))
-        return [_review(c, items=False) for c in rows]
+    return [_review(c, items=False) for c in reviews.list_reviews(caller.workspace)]
 
 
 @router.post(
