@@ -11,7 +11,7 @@ import getpass
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from gpaisec.audit.group import AuditWriter
 from gpaisec.audit.service import has_pending, seal
 from gpaisec.errors import ConfigError
 from gpaisec.store import create_db_engine
-from gpaisec.store.engine import READ_ONLY
+from gpaisec.store.engine import READ_ONLY, write_gate
 from gpaisec.store.migrate import upgrade
 
 DEFAULT_HOME = Path(".gpaisec")
@@ -72,6 +72,7 @@ class Workspace:
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self._audit_signer: Signer | None = None
+        self._write_gate = write_gate(self.engine)
         # Shared by the shallow copies that act as another actor (api.deps.acting_as): one writer.
         self._shared = _Shared()
 
@@ -97,7 +98,8 @@ class Workspace:
         If the operation recorded audit events, they are sealed just before the commit: written with
         their tree nodes and one signed checkpoint, in this same transaction.
         """
-        with self._sessions.begin() as session:
+        gate = self._write_gate.hold() if self._write_gate is not None else nullcontext()
+        with gate, self._sessions.begin() as session:
             yield session
             if has_pending(session):
                 seal(session, self.audit_signer())

@@ -203,8 +203,13 @@ def test_service_tokens_are_hashed_at_rest_and_expire(workspace: Workspace) -> N
     assert stored.hash != token
     assert token not in stored.hash
     assert len(stored.hash) == 64
-    account, _ = accounts.authenticate_token(workspace, token)
-    assert account.username == "trainer-bot"
+    holder = accounts.authenticate_token(workspace, token)
+    assert holder.username == "trainer-bot"
+    assert holder.kind == "service"
+    assert holder.scopes == ("weights:read",)
+    assert holder.token_id == row.id
+    with pytest.raises(DeniedError):  # at its expiry time the token is dead
+        accounts.authenticate_token(workspace, token, now=holder.expires_at)
     with pytest.raises(DeniedError):
         accounts.authenticate_token(workspace, token + "x")
     accounts.disable_account(workspace, "trainer-bot", reason="retired workload")

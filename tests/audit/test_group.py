@@ -3,6 +3,7 @@ batch fails every submitter closed and commits nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -103,8 +104,7 @@ def test_a_timeout_fails_closed(audit_ws: Workspace) -> None:
         from gpaisec.audit.service import record
 
         record(s, actor="test:holder", action="thing.touch", object="thing:1")
-        if audit_ws.engine.dialect.name == "sqlite":
-            pytest.skip("SQLite's writer lock is taken at commit here; the head lock is PostgreSQL's")
+        # PostgreSQL: the head row's lock; SQLite: the write gate this transaction holds.
         with pytest.raises(AuditWriteError, match="did not commit within"):
             writer.append([event(1)], timeout=0.3)
 
@@ -131,3 +131,35 @@ def test_an_idle_writer_stops_its_thread_and_the_next_event_starts_one(
     assert second.start == first.stop
     assert [e.action for e in log(audit_ws, action="idle.*")] == ["idle.one", "idle.two"]
     verify(audit_ws)
+
+
+def test_async_appends_share_a_batch_and_verify(audit_ws: Workspace) -> None:
+    writer = AuditWriter(audit_ws)
+
+    async def main() -> list[range]:
+        return await asyncio.gather(*(writer.append_async([event(i)]) for i in range(20)))
+
+    results = asyncio.run(main())
+    assert sorted(s for r in results for s in r) == list(range(20))
+    assert writer.records == 20
+    if audit_ws.engine.dialect.name == "sqlite":
+        # Committed on the loop: everything appended before the loop's next turn is one batch.
+        assert writer.batches == 1
+    assert count(audit_ws, AuditCheckpoint) == writer.batches
+    assert verify(audit_ws).tree_size == 20
+
+
+def test_a_failed_async_batch_fails_every_caller_closed(audit_ws: Workspace) -> None:
+    writer = AuditWriter(audit_ws)
+    writer.append([event(0)])
+    with audit_ws.engine.begin() as conn:
+        conn.execute(text("DROP TABLE audit_checkpoint"))
+
+    async def main() -> list[range | BaseException]:
+        return await asyncio.gather(
+            *(writer.append_async([event(i)]) for i in range(1, 5)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, AuditWriteError) for o in outcomes), outcomes
+    assert count(audit_ws, AuditEntry) == 1

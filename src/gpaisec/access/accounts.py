@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session as DBSession
 from sqlalchemy.orm import selectinload
@@ -61,6 +61,7 @@ from gpaisec.access.ratelimit import ACCOUNT_POLICY, SOURCE_POLICY, AttemptRecor
 from gpaisec.audit.service import record
 from gpaisec.errors import ConflictError, DeniedError, GpaisecError, InputError, NotFoundError
 from gpaisec.store.base import new_id, utcnow
+from gpaisec.store.fastsql import Query, read_transaction
 from gpaisec.weights.models import Device
 from gpaisec.weights.registry import get_device, open_finding
 from gpaisec.workspace import Workspace
@@ -72,6 +73,7 @@ __all__ = [
     "Refusal",
     "SessionInfo",
     "SignInError",
+    "TokenHolder",
     "add_person",
     "add_service_account",
     "add_user",
@@ -455,23 +457,54 @@ def issue_token(
     return row, token
 
 
-def authenticate_token(ws: Workspace, token: str) -> tuple[Account, ServiceToken]:
-    """The service account and token row for a bearer token; refused if unknown, expired or revoked."""
-    now = utcnow()
-    with ws.reader() as s:
-        row = s.scalars(select(ServiceToken).where(ServiceToken.hash == _token_hash(token))).first()
-        account = s.get(Account, row.account_id) if row is not None else None
-        if (
-            row is None
-            or account is None
-            or row.revoked_at is not None
-            or row.expires_at <= now
-            or account.disabled_at is not None
-        ):
-            raise DeniedError(
-                "the token is unknown, expired or revoked", hint="ask the owner for a new token"
-            )
-        return account, row
+@dataclass(frozen=True)
+class TokenHolder:
+    """Who a live bearer token speaks for (:func:`authenticate_token`)."""
+
+    account_id: str
+    username: str
+    kind: str
+    token_id: str
+    scopes: tuple[str, ...]
+    expires_at: dt.datetime
+
+
+# Every request from software starts here: one indexed lookup on the driver's connection.
+_TOKEN = Query(
+    select(
+        ServiceToken.id,
+        ServiceToken.scopes,
+        ServiceToken.expires_at,
+        ServiceToken.revoked_at,
+        Account.id.label("account_id"),
+        Account.username,
+        Account.kind,
+        Account.disabled_at,
+    )
+    .join(Account, Account.id == ServiceToken.account_id)
+    .where(ServiceToken.hash == bindparam("hash"))
+)
+
+
+def authenticate_token(ws: Workspace, token: str, *, now: dt.datetime | None = None) -> TokenHolder:
+    """The account a bearer token speaks for; refused if unknown, expired, revoked or disabled.
+
+    The token is looked up by its SHA-256 (the only form stored), so the lookup reveals nothing
+    about tokens that exist.
+    """
+    now = now or utcnow()
+    with read_transaction(ws.engine) as r:
+        row = r.first(_TOKEN, hash=_token_hash(token))
+    if row is None or row.revoked_at is not None or row.expires_at <= now or row.disabled_at is not None:
+        raise DeniedError("the token is unknown, expired or revoked", hint="ask the owner for a new token")
+    return TokenHolder(
+        account_id=row.account_id,
+        username=row.username,
+        kind=row.kind,
+        token_id=row.id,
+        scopes=tuple(row.scopes),
+        expires_at=row.expires_at,
+    )
 
 
 # --- device keys -----------------------------------------------------------------------------------

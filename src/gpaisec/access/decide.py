@@ -39,7 +39,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import aliased
 
 from gpaisec.access import pdp as pdp_mod
@@ -49,11 +49,18 @@ from gpaisec.access.pdp import PDP, Decision, PolicySet
 from gpaisec.audit.service import AuditEvent
 from gpaisec.errors import ConfigError, DeniedError, InputError, NotFoundError
 from gpaisec.store.base import utcnow
+from gpaisec.store.fastsql import Query, Reader, read_transaction
 from gpaisec.weights.models import Device, Model, ModelVersion
 from gpaisec.weights.registry import parse_version_ref
 from gpaisec.workspace import Workspace
 
-__all__ = ["POLICY_DIR", "check_access", "load_policies"]
+__all__ = [
+    "POLICY_DIR",
+    "PendingDecision",
+    "check_access",
+    "load_policies",
+    "prepare_decision",
+]
 
 POLICY_DIR = "policies"
 _NEVER = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -118,9 +125,9 @@ _DEVICE_COLUMNS = (
     Device.retired_at,
 )
 
-# The statements are built once; each decision only binds its values (SQLAlchemy caches the compiled
-# form), and runs them on the read transaction's connection, without the ORM.
-_ACCOUNT = (
+# The statements are built once and compiled once per dialect; each decision only binds its values
+# and runs them on the driver's connection in one read transaction (gpaisec.store.fastsql).
+_ACCOUNT = Query(
     select(
         Account.id,
         Account.kind,
@@ -133,7 +140,7 @@ _ACCOUNT = (
     .outerjoin(Person, Person.id == Account.person_id)
     .where(Account.username == bindparam("username"))
 )
-_VERSION = (
+_VERSION = Query(
     select(ModelVersion.id, ModelVersion.released, Model.name, ModelVersion.name)
     .join(Model, Model.id == ModelVersion.model_id)
     .where(Model.name == bindparam("model"), ModelVersion.name == bindparam("version"))
@@ -148,13 +155,15 @@ _SESSION = (
         Session.expires_at > bindparam("now"),
     )
 )
-_NEWEST_SESSION = _SESSION.order_by(Session.created_at.desc()).limit(1)
-_TOKEN_SESSION = _SESSION.where(Session.token_hash == bindparam("token_hash")).limit(1)
-_DEVICE_BY_NAME = select(*_DEVICE_COLUMNS).where(Device.name == bindparam("name")).limit(1)
-_SCOPES = select(ServiceToken.scopes).where(
-    ServiceToken.account_id == bindparam("account"),
-    ServiceToken.revoked_at.is_(None),
-    ServiceToken.expires_at > bindparam("now"),
+_NEWEST_SESSION = Query(_SESSION.order_by(Session.created_at.desc()).limit(1))
+_TOKEN_SESSION = Query(_SESSION.where(Session.token_hash == bindparam("token_hash")).limit(1))
+_DEVICE_BY_NAME = Query(select(*_DEVICE_COLUMNS).where(Device.name == bindparam("name")).limit(1))
+_SCOPES = Query(
+    select(ServiceToken.scopes).where(
+        ServiceToken.account_id == bindparam("account"),
+        ServiceToken.revoked_at.is_(None),
+        ServiceToken.expires_at > bindparam("now"),
+    )
 )
 _GRANTS = (
     select(
@@ -178,13 +187,15 @@ _GRANTS = (
         Grant.state != "denied",
     )
 )
-_SERVICE_GRANTS = _GRANTS.where(Grant.service_account_id == bindparam("account")).order_by(
-    Grant.requested_at.desc()
+_SERVICE_GRANTS = Query(
+    _GRANTS.where(Grant.service_account_id == bindparam("account")).order_by(Grant.requested_at.desc())
 )
-_HUMAN_GRANTS = _GRANTS.where(
-    Grant.requester_id == bindparam("account"), Grant.service_account_id.is_(None)
-).order_by(Grant.requested_at.desc())
-_APPROVALS = (
+_HUMAN_GRANTS = Query(
+    _GRANTS.where(Grant.requester_id == bindparam("account"), Grant.service_account_id.is_(None)).order_by(
+        Grant.requested_at.desc()
+    )
+)
+_APPROVALS = Query(
     select(_Approver.id, _Approver.person_id, _Approver.username)
     .select_from(GrantApproval)
     .join(_Approver, _Approver.id == GrantApproval.approver_id)
@@ -193,45 +204,45 @@ _APPROVALS = (
 )
 
 
-def _read_account(c: Connection, username: str) -> Any:
-    row = c.execute(_ACCOUNT, {"username": username}).first() if _plausible(username) else None
+def _read_account(r: Reader, username: str) -> Any:
+    row = r.first(_ACCOUNT, username=username) if _plausible(username) else None
     if row is None:
         raise NotFoundError(f"no account {username!r}", hint="see `gpaisec users list`")
     return row
 
 
-def _read_version(c: Connection, ref: str) -> Any:
+def _read_version(r: Reader, ref: str) -> Any:
     model_name, version = parse_version_ref(ref)
-    row = c.execute(_VERSION, {"model": model_name, "version": version}).first() if _plausible(ref) else None
+    row = r.first(_VERSION, model=model_name, version=version) if _plausible(ref) else None
     if row is None:
         raise NotFoundError(f"no version {ref}", hint="see `gpaisec models list`")
     return row
 
 
-def _read_session(c: Connection, account_id: str, token_hash: str | None, now: dt.datetime) -> Any:
+def _read_session(r: Reader, account_id: str, token_hash: str | None, now: dt.datetime) -> Any:
     """The session (the token's, else the newest live one) with its key's revocation and device."""
     if token_hash is None:
-        return c.execute(_NEWEST_SESSION, {"account": account_id, "now": now}).first()
-    return c.execute(_TOKEN_SESSION, {"account": account_id, "now": now, "token_hash": token_hash}).first()
+        return r.first(_NEWEST_SESSION, account=account_id, now=now)
+    return r.first(_TOKEN_SESSION, account=account_id, now=now, token_hash=token_hash)
 
 
-def _read_scopes(c: Connection, account_id: str, now: dt.datetime) -> list[str]:
-    rows = c.execute(_SCOPES, {"account": account_id, "now": now})
+def _read_scopes(r: Reader, account_id: str, now: dt.datetime) -> list[str]:
+    rows = r.all(_SCOPES, account=account_id, now=now)
     return sorted({sc for (scopes,) in rows for sc in scopes})
 
 
 def _read_grant(
-    c: Connection, account_id: str, kind: str, version_id: str, action: str, now: dt.datetime
+    r: Reader, account_id: str, kind: str, version_id: str, action: str, now: dt.datetime
 ) -> tuple[Any, list[Any]] | None:
     """The grant for exactly this version and action (active first, else the newest not denied),
     with its approvals (approver's person id or account id, and user name) in approval order."""
     q = _SERVICE_GRANTS if kind == "service" else _HUMAN_GRANTS
-    rows = list(c.execute(q, {"account": account_id, "version": version_id, "action": action}))
+    rows = r.all(q, account=account_id, version=version_id, action=action)
     if not rows:
         return None
     active = [g for g in rows if _effective(g.state, g.expires_at, now) == "active"]
     grant = (active or rows)[0]
-    return grant, list(c.execute(_APPROVALS, {"grant": grant.id}))
+    return grant, r.all(_APPROVALS, grant=grant.id)
 
 
 def check_access(
@@ -254,6 +265,46 @@ def check_access(
     reasons end with the facts the PDP was given. Never raises for a denial: read ``allowed``.
     Raises :class:`~gpaisec.audit.group.AuditWriteError` if the decision could not be audited.
     """
+    pending = prepare_decision(
+        ws,
+        username,
+        action,
+        version_ref,
+        session=session,
+        explain=explain,
+        device=device,
+        source_ip=source_ip,
+        now=now,
+        policies=policies,
+    )
+    # Returns only once the event is committed; raises AuditWriteError (fail closed) if it is not.
+    ws.audit_writer().append([pending.event])
+    return pending.decision
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingDecision:
+    """A decision and the audit event that must be committed before anyone acts on it."""
+
+    decision: Decision
+    event: AuditEvent
+
+
+def prepare_decision(
+    ws: Workspace,
+    username: str,
+    action: str,
+    version_ref: str,
+    *,
+    session: str | None = None,
+    explain: bool = False,
+    device: str | None = None,
+    source_ip: str = "127.0.0.1",
+    now: dt.datetime | None = None,
+    policies: PolicySet | None = None,
+) -> PendingDecision:
+    """The decision and its audit event, not yet recorded: the caller must commit the event (through
+    the workspace's audit writer) before it answers. :func:`check_access` does both."""
     now = now or utcnow()
     if action not in ("read", "write", "export"):
         raise InputError(f"unknown action {action!r}", hint="read, write or export")
@@ -261,15 +312,15 @@ def check_access(
         ipaddress.ip_address(source_ip)
     except ValueError:
         raise InputError(f"{source_ip!r} is not an IP address") from None
-    with ws.reader() as s:
+    with read_transaction(ws.engine) as r:
         decision, ref, facts = _decide(
-            s.connection(), ws, username, action, version_ref, session, device, source_ip, now, policies
+            r, ws, username, action, version_ref, session, device, source_ip, now, policies
         )
-    return _audit(ws, username, action, ref, decision, facts, explain)
+    return _audited(username, action, ref, decision, facts, explain)
 
 
 def _decide(
-    s: Connection,
+    s: Reader,
     ws: Workspace,
     username: str,
     action: str,
@@ -328,7 +379,7 @@ def _decide(
             dev = tuple(sess)[3:]
         facts["session"] = sess.id
     elif device is not None and _plausible(device):
-        row = s.execute(_DEVICE_BY_NAME, {"name": device}).first()
+        row = s.first(_DEVICE_BY_NAME, name=device)
         dev = tuple(row) if row is not None else None
     facts["mfa_age_seconds"] = mfa_age
     # Step 3: the device (columns: id, name, managed, disk_encrypted, edr, retired_at).
@@ -395,26 +446,23 @@ def _decide(
     return engine.decide(principal, action, resource, entities, context), ref, facts
 
 
-def _audit(
-    ws: Workspace,
+def _audited(
     username: str,
     action: str,
     ref: str,
     decision: Decision,
     facts: dict[str, Any],
     explain: bool,
-) -> Decision:
+) -> PendingDecision:
     details: dict[str, Any] = {"principal": username, "action": action, **decision.as_dict(), "facts": facts}
     if decision.allowed and decision.break_glass:
         details["alert"] = "break_glass"
     event = AuditEvent(
         actor=f"user:{username}", action="access.decide", object=f"version:{ref}", details=details
     )
-    # Returns only once the event is committed; raises AuditWriteError (fail closed) if it is not.
-    ws.audit_writer().append([event])
     if explain:
-        return dataclasses.replace(decision, reasons=(*decision.reasons, *_fact_lines(facts)))
-    return decision
+        decision = dataclasses.replace(decision, reasons=(*decision.reasons, *_fact_lines(facts)))
+    return PendingDecision(decision, event)
 
 
 def _fact_lines(facts: dict[str, Any]) -> list[str]:

@@ -19,10 +19,12 @@ import copy
 import dataclasses
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from gpaisec.access import accounts
 from gpaisec.api.problems import AuthenticationError, CsrfError
@@ -48,7 +50,10 @@ __all__ = [
     "csrf_token",
     "current_caller",
     "require_roles",
+    "run_db",
 ]
+
+T = TypeVar("T")
 
 CSRF_HEADER = "X-CSRF-Token"
 # Ids in paths (gr_..., fnd_..., rev_...): letters, digits and a few marks.
@@ -104,7 +109,7 @@ def csrf_token(secret: bytes, session_token: str) -> str:
     return hmac.new(secret, b"csrf\x00" + session_token.encode(), hashlib.sha256).hexdigest()
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
     ctx = request.app.state.gpaisec
     assert isinstance(ctx, ApiContext)
     return ctx
@@ -113,7 +118,20 @@ def get_context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(get_context)]
 
 
-def current_caller(request: Request, ctx: Context) -> Caller:
+async def run_db(ws: Workspace, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a short store read from an async endpoint.
+
+    On SQLite (a local file: a few indexed lookups take tens of microseconds) on the event loop's own
+    thread, which costs less than handing it to a thread and back; on PostgreSQL (network round
+    trips) in the thread pool, so that a slow database never stalls the loop. Writes (which may wait
+    for the write lock) always go to the thread pool: use ``run_in_threadpool`` for them.
+    """
+    if ws.engine.dialect.name == "sqlite":
+        return fn(*args, **kwargs)
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def current_caller(request: Request, ctx: Context) -> Caller:
     ws = ctx.workspace
     # Step 1: a bearer service token.
     header = request.headers.get("authorization")
@@ -122,14 +140,14 @@ def current_caller(request: Request, ctx: Context) -> Caller:
         if scheme.lower() != "bearer" or not credential.strip():
             raise AuthenticationError("the Authorization header must be 'Bearer <service token>'")
         try:
-            account, token = accounts.authenticate_token(ws, credential.strip())
+            holder = await run_db(ws, accounts.authenticate_token, ws, credential.strip())
         except DeniedError as exc:
             raise AuthenticationError(exc.message, hint=exc.hint) from None
         caller = Caller(
-            username=account.username,
-            kind=account.kind,
+            username=holder.username,
+            kind=holder.kind,
             roles=frozenset(),
-            scopes=frozenset(token.scopes),
+            scopes=frozenset(holder.scopes),
             via="token",
             workspace=ws,
         )
@@ -141,7 +159,8 @@ def current_caller(request: Request, ctx: Context) -> Caller:
             "not signed in", hint="POST /api/v1/session, or send a service token as 'Authorization: Bearer'"
         )
     try:
-        sess = accounts.resolve_session(ws, session_token)
+        # It records the session's last use: a write, so in the thread pool on every backend.
+        sess = await run_in_threadpool(accounts.resolve_session, ws, session_token)
     except DeniedError as exc:
         raise AuthenticationError(exc.message, hint="sign in again: POST /api/v1/session") from None
     # Step 3: CSRF for unsafe methods.
@@ -179,7 +198,7 @@ def require_roles(*roles: str) -> object:
     """A dependency: the caller must hold one of ``roles`` (service tokens hold none)."""
     wanted = frozenset(roles)
 
-    def check(caller: CurrentCaller) -> Caller:
+    async def check(caller: CurrentCaller) -> Caller:  # async: no thread for a set test
         # Step 4: roles.
         if not caller.roles & wanted:
             raise DeniedError(
@@ -191,7 +210,7 @@ def require_roles(*roles: str) -> object:
     return Depends(check)
 
 
-def _session_only(caller: CurrentCaller) -> Caller:
+async def _session_only(caller: CurrentCaller) -> Caller:
     if caller.via != "session":
         raise DeniedError(
             "this needs a person's signed-in session, not a service token",

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, event, func, insert, select, update
+from sqlalchemy import Table, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction
@@ -124,11 +124,23 @@ def _sqlite_time(value: dt.datetime) -> str:
 # -- writing ------------------------------------------------------------------------------------
 
 
+def _driver_sql(session: Session, sqlite: str, postgresql: str) -> tuple[Any, str]:
+    """The session's connection and the statement for its dialect (fixed statements on every append go
+    straight to the driver: building them as SQLAlchemy expressions cost more than running them)."""
+    conn = session.connection()
+    return conn, sqlite if conn.dialect.name == "sqlite" else postgresql
+
+
 def _lock_head(session: Session) -> _Pending:
     """Lock the head row (creating it once) and read the log's size and compact range."""
-    query = select(_H.c.origin, _H.c.size, _H.c.compact_range).where(_H.c.id == HEAD_ID).with_for_update()
-    row = session.execute(query).one_or_none()
+    conn, sql = _driver_sql(
+        session,
+        "SELECT origin, size, compact_range FROM audit_head WHERE id = 1",  # BEGIN IMMEDIATE holds the lock
+        "SELECT origin, size, compact_range FROM audit_head WHERE id = 1 FOR UPDATE",
+    )
+    row = conn.exec_driver_sql(sql).first()
     if row is None:
+        query = select(_H.c.origin, _H.c.size, _H.c.compact_range).where(_H.c.id == HEAD_ID).with_for_update()
         values = {
             "id": HEAD_ID,
             "origin": f"gpaisec.local/audit/{uuid.uuid4().hex[:16]}",
@@ -239,18 +251,21 @@ def seal(session: Session, signer: Signer) -> Checkpoint | None:
     conn.exec_driver_sql(f"INSERT INTO {_ENTRY_COLUMNS} VALUES ({marks})", entries)  # noqa: S608
     if nodes:
         conn.exec_driver_sql(f"INSERT INTO audit_node (id, hash) VALUES ({ph}, {ph})", nodes)  # noqa: S608
-    moved = session.execute(
-        update(_H)
-        .where(_H.c.id == HEAD_ID, _H.c.size == state.base)
-        .values(size=compact.size, root=root, compact_range=compact.to_bytes(), updated_at=now)
+    stamp = _sqlite_time(now) if sqlite else now
+    moved = conn.exec_driver_sql(
+        f"UPDATE audit_head SET size = {ph}, root = {ph}, compact_range = {ph}, updated_at = {ph} "  # noqa: S608
+        f"WHERE id = {HEAD_ID} AND size = {ph}",
+        (compact.size, root, compact.to_bytes(), stamp, state.base),
     )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
+    if moved.rowcount != 1:
         raise AuditIntegrityError(
             "the audit log's head moved while this transaction held its lock",
             hint="nothing was committed; retry",
         )
-    session.execute(
-        insert(_C).values(size=ckpt.size, root=root, time=now, key_id=ckpt.key_id, note=ckpt.note)
+    marks = ", ".join([ph] * 5)
+    conn.exec_driver_sql(
+        f"INSERT INTO audit_checkpoint (size, root, time, key_id, note) VALUES ({marks})",  # noqa: S608
+        (ckpt.size, root, stamp, ckpt.key_id, ckpt.note),
     )
     del session.info[_STATE]
     return ckpt

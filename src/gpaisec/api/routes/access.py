@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 
 from gpaisec.access import accounts, grants, reviews
-from gpaisec.access.decide import check_access
+from gpaisec.access.decide import prepare_decision
 from gpaisec.access.models import Grant, ReviewCampaign
-from gpaisec.api.deps import CurrentCaller, Ident, Reviewer, SessionCaller
+from gpaisec.api.deps import CurrentCaller, Ident, Reviewer, SessionCaller, run_db
 from gpaisec.api.schemas import (
     ApproveBody,
     DecideBody,
@@ -124,7 +124,7 @@ def _client_ip(request: Request) -> str:
     response_model=DecisionPublic,
     summary="Decide (and audit) whether a principal may read, write or export a model version now",
 )
-def decide(body: DecideBody, request: Request, caller: CurrentCaller) -> DecisionPublic:
+async def decide(body: DecideBody, request: Request, caller: CurrentCaller) -> DecisionPublic:
     # People ask about themselves; service accounts (policy enforcement points) and admins about anyone.
     own = body.principal == caller.username
     if not own and caller.kind != "service" and "admin" not in caller.roles:
@@ -132,8 +132,11 @@ def decide(body: DecideBody, request: Request, caller: CurrentCaller) -> Decisio
             f"{caller.username} may ask only about their own access",
             hint="decisions for others are for service accounts and admins",
         )
-    d = check_access(
-        caller.workspace,
+    ws = caller.workspace
+    pending = await run_db(
+        ws,
+        prepare_decision,
+        ws,
         body.principal,
         body.action,
         body.resource,
@@ -142,6 +145,9 @@ def decide(body: DecideBody, request: Request, caller: CurrentCaller) -> Decisio
         device=body.device,
         source_ip=body.source_ip or _client_ip(request),
     )
+    # The answer leaves only once its audit event is committed (fail closed: AuditWriteError, 503).
+    await ws.audit_writer().append_async([pending.event])
+    d = pending.decision
     return DecisionPublic(
         decision="allow" if d.allowed else "deny",
         allowed=d.allowed,

@@ -208,7 +208,7 @@ def begin_passkey_step_up(request: Request, caller: SessionCaller) -> WebAuthnOp
 
 
 @router.get("/me", response_model=MePublic, summary="Who is calling")
-def me(caller: CurrentCaller) -> MePublic:
+async def me(caller: CurrentCaller) -> MePublic:
     return MePublic(
         username=caller.username,
         kind="service" if caller.kind == "service" else "human",
