@@ -10,8 +10,10 @@ for it (alice requests, bob and carol approve with fresh MFA). Starts ``gpaisec 
 ``--requests`` decisions (or stops after ``--seconds``) from ``--concurrency`` threads, each with
 its own keep-alive httpx client (``--tool wrk``: the same requests from wrk, a C load generator,
 Debian package ``wrk``). Every decision is the full path: token check, store reads, Cedar, and its
-audit event committed by the group-commit writer (one signed checkpoint per batch of decisions)
-before the answer is sent.
+audit event committed (one signed checkpoint per batch of decisions: on SQLite the batch of all
+decisions the event loop handled since its last turn, committed on the loop; on PostgreSQL by the
+group-commit writer thread) before the answer is sent. ``--workers 2`` runs two server processes,
+whose SQLite writers queue on the write gate (docs/api.md, "Testing and speed").
 
 Reports decisions/s and p50/p90/p99/max latency (client side), and how many answers were allow.
 ``--baseline`` also times GET /api/v1/me with the same token: what the HTTP layer and the token

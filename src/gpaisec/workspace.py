@@ -92,13 +92,14 @@ class Workspace:
         return cls(home=home_path, database_url=url, engine=engine, actor=actor or default_actor())
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def transaction(self, *, gate_wait: float | None = None) -> Iterator[Session]:
         """One transaction per operation: committed on success, rolled back on any error.
 
         If the operation recorded audit events, they are sealed just before the commit: written with
         their tree nodes and one signed checkpoint, in this same transaction.
         """
-        gate = self._write_gate.hold() if self._write_gate is not None else nullcontext()
+        # SQLite: queue behind other writers first (gate_wait: how long; default the gate's 10 s).
+        gate = self._write_gate.hold(gate_wait) if self._write_gate is not None else nullcontext()
         with gate, self._sessions.begin() as session:
             yield session
             if has_pending(session):

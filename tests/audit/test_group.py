@@ -163,3 +163,60 @@ def test_a_failed_async_batch_fails_every_caller_closed(audit_ws: Workspace) -> 
     outcomes = asyncio.run(main())
     assert all(isinstance(o, AuditWriteError) for o in outcomes), outcomes
     assert count(audit_ws, AuditEntry) == 1
+
+
+def test_a_cancelled_caller_does_not_strand_the_rest_of_its_batch(audit_ws: Workspace) -> None:
+    writer = AuditWriter(audit_ws)
+
+    async def main() -> list[range | BaseException]:
+        tasks = [asyncio.ensure_future(writer.append_async([event(i)])) for i in range(6)]
+        await asyncio.sleep(0)  # every task has appended; the flush is queued behind them
+        tasks[2].cancel()
+        return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+
+    outcomes = asyncio.run(main())
+    assert isinstance(outcomes[2], asyncio.CancelledError)
+    assert [o for i, o in enumerate(outcomes) if i != 2] == [range(i, i + 1) for i in (0, 1, 3, 4, 5)]
+    # The cancelled caller's event was committed all the same (the log errs on the side of recording).
+    assert count(audit_ws, AuditEntry) == 6
+    verify(audit_ws)
+
+
+def test_a_busy_sqlite_writer_hands_the_batch_to_the_thread_and_the_loop_runs_on(
+    audit_ws: Workspace,
+) -> None:
+    if audit_ws.engine.dialect.name != "sqlite":
+        pytest.skip("the write gate is SQLite's")
+    writer = AuditWriter(audit_ws)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with audit_ws.transaction():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+
+    async def main() -> tuple[range, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+                if ticks == 10:
+                    release.set()  # the other writer finishes only once the loop has run on
+
+        tick = asyncio.ensure_future(ticker())
+        seqs = await asyncio.wait_for(writer.append_async([event(0)]), 30)
+        tick.cancel()
+        return seqs, ticks
+
+    seqs, ticks = asyncio.run(main())
+    holder.join(10)
+    assert seqs == range(0, 1)
+    assert ticks >= 10  # the loop was not blocked while the gate was held
+    assert count(audit_ws, AuditEntry) == 1

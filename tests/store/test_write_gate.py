@@ -43,13 +43,10 @@ def test_a_second_writer_waits_for_the_first_and_then_commits(sqlite_ws: Workspa
     t = threading.Thread(target=first)
     t.start()
     holding.wait(5)
-    started = time.monotonic()
     registry.add_model(sqlite_ws, "atlas")  # its own transaction: waits at the gate
-    waited = time.monotonic() - started
     order.append("second done")
     t.join()
     assert order == ["first done", "second done"]
-    assert waited >= 0.2
     assert [m.name for m in registry.list_models(sqlite_ws)] == ["atlas"]
 
 

@@ -32,7 +32,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Final
@@ -41,6 +41,7 @@ from gpaisec.audit._entry import EntryError, encode_entry
 from gpaisec.audit.service import AuditEvent, record_many
 from gpaisec.errors import GpaisecError, InputError, StoreError
 from gpaisec.store.base import utcnow
+from gpaisec.store.engine import WriteGateBusy
 
 if TYPE_CHECKING:
     from gpaisec.workspace import Workspace
@@ -62,7 +63,7 @@ class AuditWriteError(StoreError):
 
 
 class _Item:
-    __slots__ = ("events", "future")
+    __slots__ = ("events", "future", "handed_over")
 
     def __init__(
         self, events: Sequence[AuditEvent], future: Future[range] | asyncio.Future[range] | None = None
@@ -70,9 +71,49 @@ class _Item:
         self.events = events
         # A thread's future (the writer thread resolves it) or the loop's (committed on the loop).
         self.future: Future[range] | asyncio.Future[range] = future if future is not None else Future()
+        self.handed_over = False  # an inline item given to the writer thread (it resolves it)
 
 
 _STOP: Final = object()
+
+
+#: How long the event loop waits for SQLite's write gate before handing a batch to the writer thread.
+INLINE_GATE_WAIT: Final = 0.005
+
+
+def _chunks(batch: list[_Item], max_records: int) -> Iterator[list[_Item]]:
+    """Consecutive runs of items of at most ``max_records`` records (an item is never split)."""
+    chunk: list[_Item] = []
+    count = 0
+    for item in batch:
+        if chunk and count + len(item.events) > max_records:
+            yield chunk
+            chunk, count = [], 0
+        chunk.append(item)
+        count += len(item.events)
+    if chunk:
+        yield chunk
+
+
+def _fail_unresolved(batch: list[_Item], detail: str) -> None:
+    """Fail closed every future of ``batch`` nobody has resolved yet."""
+    error = AuditWriteError(
+        f"the audit log could not record this: {detail}",
+        hint="nothing was allowed; check the database and run gpaisec audit verify",
+    )
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(error)
+
+
+def _copy_outcome(source: Future[range], target: asyncio.Future[range]) -> None:
+    if target.done():
+        return
+    exc = source.exception()
+    if exc is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
 
 
 def _consume(future: asyncio.Future[range]) -> None:
@@ -167,15 +208,43 @@ class AuditWriter:
         return await future
 
     def _flush_inline(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit what the loop's callers appended, in chunks of at most ``max_batch`` records.
+
+        The loop waits for SQLite's write gate at most INLINE_GATE_WAIT: if another writer (another
+        server process, a CLI command, a thread here) holds it longer, the chunk goes to the writer
+        thread instead, and the loop serves requests meanwhile. Every caller's future is resolved
+        whatever happens (an unexpected error fails the rest of the batch closed).
+        """
         batch = self._inline.pop(loop, [])
-        for i in range(0, len(batch), self._max_batch):
-            self._commit(batch[i : i + self._max_batch])
+        try:
+            for chunk in _chunks(batch, self._max_batch):
+                if not self._commit(chunk, gate_wait=INLINE_GATE_WAIT):
+                    self._hand_over(chunk, loop)
+        finally:
+            _fail_unresolved([i for i in batch if not i.handed_over], "the audit batch was interrupted")
+
+    def _hand_over(self, chunk: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        """Give a chunk to the writer thread; each caller's loop future follows its thread future."""
+        for item in chunk:
+            target = item.future
+            assert isinstance(target, asyncio.Future)
+            source = self.submit(item.events)
+            item.handed_over = True
+
+            def transfer(done: Future[range], target: asyncio.Future[range] = target) -> None:
+                loop.call_soon_threadsafe(_copy_outcome, done, target)
+
+            source.add_done_callback(transfer)
 
     async def _append_threaded(self, events: Sequence[AuditEvent], timeout: float) -> range:
         future = asyncio.wrap_future(self.submit(events))
         # asyncio.wait, not wait_for: a timeout must not cancel the writer's future (the writer
         # resolves every future it took, and the event may still be committed).
-        done, _ = await asyncio.wait({future}, timeout=timeout)
+        try:
+            done, _ = await asyncio.wait({future}, timeout=timeout)
+        except asyncio.CancelledError:
+            future.add_done_callback(_consume)
+            raise
         if not done:
             future.add_done_callback(_consume)
             raise AuditWriteError(
@@ -245,23 +314,27 @@ class AuditWriter:
             count += len(nxt.events)
         return batch, False
 
-    def _commit(self, batch: list[_Item]) -> None:
+    def _commit(self, batch: list[_Item], *, gate_wait: float | None = None) -> bool:
+        """Commit ``batch`` and resolve its futures; False (nothing done, nothing resolved) only if
+        ``gate_wait`` is given and SQLite's write gate stayed busy that long."""
         results: list[range] = []
         try:
             # Steps 2-3: one transaction, one checkpoint, committed before anyone hears back.
-            with self._ws.transaction() as s:
+            with self._ws.transaction(gate_wait=gate_wait) as s:
                 results = [record_many(s, item.events) for item in batch]
+        except WriteGateBusy:
+            if gate_wait is not None:
+                return False
+            _fail_unresolved(batch, "the database stayed locked by another writer")
+            return True
         except Exception as exc:  # any failure fails the whole batch closed (step 4)
             detail = exc.message if isinstance(exc, GpaisecError) else type(exc).__name__
             _log.error("audit batch of %d events not committed: %s", len(batch), detail)
-            error = AuditWriteError(
-                f"the audit log could not record this: {detail}",
-                hint="nothing was allowed; check the database and run gpaisec audit verify",
-            )
-            for item in batch:
-                item.future.set_exception(error)
-            return
+            _fail_unresolved(batch, detail)
+            return True
         self.batches += 1
         self.records += sum(len(r) for r in results)
         for item, seqs in zip(batch, results, strict=True):
-            item.future.set_result(seqs)
+            if not item.future.done():  # a caller that gave up (cancelled) is not told
+                item.future.set_result(seqs)
+        return True

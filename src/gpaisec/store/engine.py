@@ -82,6 +82,12 @@ def create_db_engine(url: str) -> Engine:
     )
 
 
+class WriteGateBusy(StoreError):
+    """Another writer held SQLite's write gate for longer than this writer would wait."""
+
+    title = "database busy"
+
+
 class SqliteWriteGate:
     """Queues SQLite write transactions, across threads and processes, on a lock file beside the database.
 
@@ -105,7 +111,8 @@ class SqliteWriteGate:
         self._local = threading.local()
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the gate for the block; wait at most ``timeout`` (default: the gate's) to get it."""
         if getattr(self._local, "held", False):
             yield
             return
@@ -117,7 +124,8 @@ class SqliteWriteGate:
                 hint="the workspace directory must be writable by every process that writes to it",
             ) from None
         try:
-            deadline = time.monotonic() + self.timeout
+            limit = self.timeout if timeout is None else timeout
+            deadline = time.monotonic() + limit
             delay = self.POLL_MIN
             while True:
                 try:
@@ -125,8 +133,8 @@ class SqliteWriteGate:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise StoreError(
-                            f"another writer has held the database for more than {self.timeout:g} s",
+                        raise WriteGateBusy(
+                            f"another writer has held the database for more than {limit:g} s",
                             hint="nothing was changed; retry, or find the process that holds "
                             f"{self.path} (fuser -v {self.path})",
                         ) from None

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gpaisec.errors import StoreError
 
@@ -147,11 +148,17 @@ def read_transaction(engine: Engine) -> Iterator[Reader]:
     """One read transaction on a pooled connection, always rolled back (see the module docstring)."""
     errors: type[BaseException] = engine.dialect.loaded_dbapi.Error
     try:
+        # The pool hands out the driver's own errors (and its own when it is exhausted).
         raw = engine.raw_connection()
-    except DBAPIError as exc:  # SQLAlchemy's wrapper of the driver's error
+    except DBAPIError as exc:
         raise _store_error(exc.orig or exc) from None
+    except (errors, PoolTimeout) as exc:
+        raise _store_error(exc) from None
     try:
-        cursor = raw.cursor()
+        try:
+            cursor = raw.cursor()
+        except errors as exc:
+            raise _store_error(exc) from None
         try:
             if engine.dialect.name == "sqlite":
                 try:
