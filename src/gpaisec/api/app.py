@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from fastapi import FastAPI
@@ -9,13 +10,15 @@ from fastapi.routing import APIRoute
 
 from gpaisec import __version__, web
 from gpaisec.api.deps import ApiContext
+from gpaisec.api.fastpath import DecisionFastPath
 from gpaisec.api.middleware import GuardMiddleware
 from gpaisec.api.problems import install_handlers
 from gpaisec.api.routes import access, audit, compliance, registry, session, weights
 from gpaisec.api.settings import Settings
+from gpaisec.store.engine import start_wal_checkpointer
 from gpaisec.workspace import Workspace
 
-__all__ = ["API_PREFIX", "PUBLIC_OPERATIONS", "create_app", "operations"]
+__all__ = ["API_PREFIX", "PUBLIC_OPERATIONS", "create_app", "operations", "tune_for_serving"]
 
 API_PREFIX = "/api/v1"
 DOCS_URL = "/api/docs"
@@ -58,6 +61,8 @@ def create_app(workspace: Workspace, settings: Settings) -> FastAPI:
     ):
         app.include_router(router, prefix=API_PREFIX)
     web.mount(app)
+    # Inside the guard (added first = inner): decisions for software skip the framework (api.fastpath).
+    app.add_middleware(DecisionFastPath, context=app.state.gpaisec, path=f"{API_PREFIX}/access/decide")
     app.add_middleware(
         GuardMiddleware,
         max_request_bytes=settings.max_request_bytes,
@@ -66,6 +71,22 @@ def create_app(workspace: Workspace, settings: Settings) -> FastAPI:
     )
     _document_security(app, app.state.gpaisec)
     return app
+
+
+def tune_for_serving(workspace: Workspace) -> None:
+    """A long-lived server process, once its app is built: WAL checkpoints in a thread of their own
+    (:func:`gpaisec.store.engine.start_wal_checkpointer`; SQLite) and garbage collection as below.
+
+    Everything alive now (modules, the app, compiled statements, the policy set) lives as long as the
+    process: ``gc.freeze`` takes it out of every future collection. Requests allocate many short-lived
+    containers; a young-generation threshold of 50,000 (Python's default: 700) makes collections
+    rarer. Measured with ``bench/authz_http.py --workers 2 --concurrency 12``: 1,115-1,135 -> 1,212
+    decisions/s and p99 22-24 -> 19.5 ms.
+    """
+    start_wal_checkpointer(workspace.engine)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _document_security(app: FastAPI, ctx: ApiContext) -> None:

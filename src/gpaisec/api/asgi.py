@@ -12,7 +12,7 @@ import os
 
 from fastapi import FastAPI
 
-from gpaisec.api.app import create_app
+from gpaisec.api.app import create_app, tune_for_serving
 from gpaisec.api.settings import Settings
 from gpaisec.errors import ConfigError
 from gpaisec.workspace import Workspace
@@ -40,4 +40,6 @@ def app_from_environment() -> FastAPI:
         tls=os.environ.get(ENV_TLS) == "1",
         workers=workers,
     )
-    return create_app(ws, settings)
+    app = create_app(ws, settings)
+    tune_for_serving(ws)
+    return app

@@ -51,6 +51,7 @@ __all__ = [
     "current_caller",
     "require_roles",
     "run_db",
+    "token_caller",
 ]
 
 T = TypeVar("T")
@@ -139,19 +140,7 @@ async def current_caller(request: Request, ctx: Context) -> Caller:
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             raise AuthenticationError("the Authorization header must be 'Bearer <service token>'")
-        try:
-            holder = await run_db(ws, accounts.authenticate_token, ws, credential.strip())
-        except DeniedError as exc:
-            raise AuthenticationError(exc.message, hint=exc.hint) from None
-        caller = Caller(
-            username=holder.username,
-            kind=holder.kind,
-            roles=frozenset(),
-            scopes=frozenset(holder.scopes),
-            via="token",
-            workspace=ws,
-        )
-        return _with_workspace(caller)
+        return await token_caller(ws, credential.strip())
     # Step 2: a session cookie.
     session_token = request.cookies.get(ctx.session_cookie)
     if not session_token:
@@ -183,6 +172,23 @@ async def current_caller(request: Request, ctx: Context) -> Caller:
         session_token=session_token,
         session_id=sess.id,
         person=account.person.name if account.person else None,
+    )
+    return _with_workspace(caller)
+
+
+async def token_caller(ws: Workspace, credential: str) -> Caller:
+    """The caller a bearer token speaks for (step 1); AuthenticationError (401) if none."""
+    try:
+        holder = await run_db(ws, accounts.authenticate_token, ws, credential)
+    except DeniedError as exc:
+        raise AuthenticationError(exc.message, hint=exc.hint) from None
+    caller = Caller(
+        username=holder.username,
+        kind=holder.kind,
+        roles=frozenset(),
+        scopes=frozenset(holder.scopes),
+        via="token",
+        workspace=ws,
     )
     return _with_workspace(caller)
 

@@ -112,6 +112,7 @@ def serve(
     import uvicorn
 
     from gpaisec.api import Settings, create_app
+    from gpaisec.api.app import tune_for_serving
 
     if (tls_cert is None) != (tls_key is None):
         raise InputError("--tls-cert and --tls-key go together")
@@ -150,6 +151,7 @@ def serve(
         target = "gpaisec.api.asgi:app_from_environment"
     else:
         target = create_app(ws, settings)
+        tune_for_serving(ws)
     options: dict[str, Any] = {
         "host": host,
         "port": port,

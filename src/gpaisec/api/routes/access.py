@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, status
 from gpaisec.access import accounts, grants, reviews
 from gpaisec.access.decide import prepare_decision
 from gpaisec.access.models import Grant, ReviewCampaign
-from gpaisec.api.deps import CurrentCaller, Ident, Reviewer, SessionCaller, run_db
+from gpaisec.api.deps import Caller, CurrentCaller, Ident, Reviewer, SessionCaller, run_db
 from gpaisec.api.schemas import (
     ApproveBody,
     DecideBody,
@@ -28,7 +28,7 @@ from gpaisec.errors import DeniedError, NotFoundError
 
 router = APIRouter(prefix="/access", tags=["access"])
 
-__all__ = ["router"]
+__all__ = ["client_ip", "decide_as", "router"]
 
 # Who sees every grant (and, for software with a token, may revoke any): those who decide or review access.
 OVERSEERS = frozenset({"approver", "reviewer", "admin"})
@@ -112,7 +112,11 @@ def revoke(grant_id: Ident, body: ReasonBody, caller: CurrentCaller) -> GrantPub
 
 
 def _client_ip(request: Request) -> str:
-    host = request.client.host if request.client else ""
+    return client_ip(request.client.host if request.client else "")
+
+
+def client_ip(host: str) -> str:
+    """The peer's address as an IP address string ("0.0.0.0" if it is not one)."""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
@@ -125,6 +129,12 @@ def _client_ip(request: Request) -> str:
     summary="Decide (and audit) whether a principal may read, write or export a model version now",
 )
 async def decide(body: DecideBody, request: Request, caller: CurrentCaller) -> DecisionPublic:
+    # Software with a bearer token usually never gets here: api.fastpath answers it with decide_as.
+    return await decide_as(caller, body, _client_ip(request))
+
+
+async def decide_as(caller: Caller, body: DecideBody, client_ip: str) -> DecisionPublic:
+    """The decision for ``body``, asked by ``caller``, once its audit event is committed."""
     # People ask about themselves; service accounts (policy enforcement points) and admins about anyone.
     own = body.principal == caller.username
     if not own and caller.kind != "service" and "admin" not in caller.roles:
@@ -143,7 +153,7 @@ async def decide(body: DecideBody, request: Request, caller: CurrentCaller) -> D
         session=caller.session_token if own and caller.via == "session" else None,
         explain=body.explain,
         device=body.device,
-        source_ip=body.source_ip or _client_ip(request),
+        source_ip=body.source_ip or client_ip,
     )
     # The answer leaves only once its audit event is committed (fail closed: AuditWriteError, 503).
     await ws.audit_writer().append_async([pending.event])
