@@ -130,28 +130,45 @@ def check_fields(actor: object, action: object, obj: object) -> None:
         )
 
 
-def encode_entry(
-    seq: int, time: dt.datetime, actor: str, action: str, obj: str, details: dict[str, Any] | None
-) -> bytes:
-    """The canonical bytes of one entry."""
-    check_fields(actor, action, obj)
+def encode_details(details: dict[str, Any] | None) -> str:
+    """The canonical JSON text of an entry's details (what :func:`encode_entry` embeds)."""
     if details is None:
         details = {}
     if not isinstance(details, dict):
         raise EntryError("details must be a JSON object (a dict)")
-    if type(seq) is not int or seq < 0:
-        raise EntryError("seq must be a non-negative integer")
-    # The keys in sorted order, each value encoded canonically: the same bytes as canonical_json of
-    # the whole object (parse_entry checks exactly that), without sorting the outer object each time.
     try:
-        text = (
-            f'{{"action":{_encode(action)},"actor":{_encode(actor)},"details":{_encode(details)},'
-            f'"object":{_encode(obj)},"seq":{seq},"time":"{format_time(time)}"}}'
-        )
-        return text.encode("utf-8")
+        return _encode(details)
     except (TypeError, ValueError) as exc:
         _check_value(details, "")
         raise EntryError(f"details cannot be encoded as JSON: {exc}") from None
+
+
+def encode_entry(
+    seq: int,
+    time: dt.datetime,
+    actor: str,
+    action: str,
+    obj: str,
+    details: dict[str, Any] | None,
+    *,
+    details_json: str | None = None,
+) -> bytes:
+    """The canonical bytes of one entry.
+
+    ``details_json``: :func:`encode_details` of ``details``, if the caller has it already (the
+    group writer encodes each event once, when it is submitted).
+    """
+    check_fields(actor, action, obj)
+    if type(seq) is not int or seq < 0:
+        raise EntryError("seq must be a non-negative integer")
+    encoded = encode_details(details) if details_json is None else details_json
+    # The keys in sorted order, each value encoded canonically: the same bytes as canonical_json of
+    # the whole object (parse_entry checks exactly that), without sorting the outer object each time.
+    text = (
+        f'{{"action":{_encode(action)},"actor":{_encode(actor)},"details":{encoded},'
+        f'"object":{_encode(obj)},"seq":{seq},"time":"{format_time(time)}"}}'
+    )
+    return text.encode("utf-8")
 
 
 def parse_entry(data: bytes) -> Entry:

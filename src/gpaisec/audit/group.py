@@ -37,7 +37,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Final
 
-from gpaisec.audit._entry import EntryError, encode_entry
+from gpaisec.audit._entry import EntryError, encode_details, encode_entry
 from gpaisec.audit.service import AuditEvent, record_many
 from gpaisec.errors import GpaisecError, InputError, StoreError
 from gpaisec.store.base import utcnow
@@ -63,12 +63,16 @@ class AuditWriteError(StoreError):
 
 
 class _Item:
-    __slots__ = ("events", "future", "handed_over")
+    __slots__ = ("encoded", "events", "future", "handed_over")
 
     def __init__(
-        self, events: Sequence[AuditEvent], future: Future[range] | asyncio.Future[range] | None = None
+        self,
+        events: Sequence[AuditEvent],
+        future: Future[range] | asyncio.Future[range] | None = None,
+        encoded: list[str] | None = None,
     ) -> None:
         self.events = events
+        self.encoded = encoded  # each event's details, encoded by _check
         # A thread's future (the writer thread resolves it) or the loop's (committed on the loop).
         self.future: Future[range] | asyncio.Future[range] = future if future is not None else Future()
         self.handed_over = False  # an inline item given to the writer thread (it resolves it)
@@ -150,9 +154,9 @@ class AuditWriter:
 
     def submit(self, events: Sequence[AuditEvent]) -> Future[range]:
         """Queue ``events`` (kept together, in order); the future gives their sequence numbers."""
-        self._check(events)
+        encoded = self._check(events)
         future: Future[range] = Future()
-        item = _Item(events, future)
+        item = _Item(events, future, encoded)
         # Under the lock, so that an idle writer cannot decide to stop between the check and the put.
         with self._lock:
             self._ensure_started_locked()
@@ -160,16 +164,23 @@ class AuditWriter:
         return future
 
     @staticmethod
-    def _check(events: Sequence[AuditEvent]) -> None:
+    def _check(events: Sequence[AuditEvent]) -> list[str]:
+        """Each event's encoded details; InputError for an event that cannot be recorded.
+
+        Refused here, alone, so that it cannot fail the others' batch; the encoding is kept for the
+        commit (the details are the bulk of an entry's encoding)."""
         if not events:
             raise InputError("nothing to record")
-        # Refuse an event that cannot be encoded here, so that it cannot fail the others' batch.
         now = utcnow()
+        encoded = []
         for ev in events:
             try:
-                encode_entry(0, now, ev.actor, ev.action, ev.object, ev.details)
+                details_json = encode_details(ev.details)
+                encode_entry(0, now, ev.actor, ev.action, ev.object, None, details_json=details_json)
             except EntryError as exc:
                 raise InputError(f"audit event {ev.action!r} cannot be recorded: {exc}") from None
+            encoded.append(details_json)
+        return encoded
 
     def append(self, events: Sequence[AuditEvent], *, timeout: float = DEFAULT_TIMEOUT) -> range:
         """Queue ``events`` and wait until they are committed; their sequence numbers.
@@ -196,13 +207,13 @@ class AuditWriter:
         """
         if self._ws.engine.dialect.name != "sqlite":
             return await self._append_threaded(events, timeout)
-        self._check(events)
+        encoded = self._check(events)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[range] = loop.create_future()
         state = self._inline.get(loop)
         if state is None:
             state = self._inline[loop] = []
-        state.append(_Item(events, future))
+        state.append(_Item(events, future, encoded))
         if len(state) == 1:
             loop.call_soon(self._flush_inline, loop)
         return await future
@@ -321,7 +332,7 @@ class AuditWriter:
         try:
             # Steps 2-3: one transaction, one checkpoint, committed before anyone hears back.
             with self._ws.transaction(gate_wait=gate_wait) as s:
-                results = [record_many(s, item.events) for item in batch]
+                results = [record_many(s, item.events, details_json=item.encoded) for item in batch]
         except WriteGateBusy:
             if gate_wait is not None:
                 return False

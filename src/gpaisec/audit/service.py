@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -196,8 +196,13 @@ def record(
     return seq
 
 
-def record_many(session: Session, events: Iterable[AuditEvent]) -> range:
-    """Append many events in order; return their sequence numbers (contiguous)."""
+def record_many(
+    session: Session, events: Iterable[AuditEvent], *, details_json: Sequence[str] | None = None
+) -> range:
+    """Append many events in order; return their sequence numbers (contiguous).
+
+    ``details_json``: each event's :func:`~gpaisec.audit._entry.encode_details`, if already known.
+    """
     state = _pending(session)
     first = state.base + len(state.rows)
     rows = state.rows
@@ -205,7 +210,15 @@ def record_many(session: Session, events: Iterable[AuditEvent]) -> range:
     now = utcnow()
     for i, ev in enumerate(events):
         try:
-            data = encode_entry(first + i, now, ev.actor, ev.action, ev.object, ev.details)
+            data = encode_entry(
+                first + i,
+                now,
+                ev.actor,
+                ev.action,
+                ev.object,
+                ev.details,
+                details_json=details_json[i] if details_json is not None else None,
+            )
         except EntryError as exc:
             raise InputError(f"audit event {i} ({ev.action!r}) cannot be recorded: {exc}") from None
         added.append((first + i, now, ev.actor, ev.action, ev.object, data))
