@@ -7,6 +7,7 @@ whichever path answered; the fast path must actually have answered the plain suc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -182,3 +183,36 @@ def test_an_unrecordable_decision_is_refused_either_way(
     assert status == 503
     assert answer["title"] == "audit log unavailable"
     assert "allowed" not in answer  # no decision leaves without its audit event
+
+
+def test_an_oversized_chunked_body_is_413_either_way(world: World) -> None:
+    settings_small = dataclasses.replace(test_settings(), max_request_bytes=1024)
+    fast = create_app(world.ws, settings_small)
+    slow = create_app(world.ws, settings_small)
+    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not DecisionFastPath]
+    headers = {"Authorization": "Bearer anything", "Content-Type": "application/json"}
+    answers = []
+    for app in (fast, slow):
+        with TestClient(app, raise_server_exceptions=False) as c:
+            # An iterator body goes out chunked, without Content-Length: only the read can tell.
+            r = c.post(URL, content=iter([b" " * 601, b" " * 601]), headers=headers)
+            answers.append((r.status_code, r.json()["title"]))
+    assert answers[0] == answers[1] == (413, "request too large")
+
+
+def test_two_content_types_are_left_to_the_route(
+    pair: tuple[TestClient, TestClient, DecisionFastPath], world: World
+) -> None:
+    fast, slow, layer = pair
+    served = layer.served
+    headers = [
+        ("Authorization", f"Bearer {world.token}"),
+        ("Content-Type", "text/plain"),
+        ("Content-Type", "application/json"),
+    ]
+    before = _decisions(world.ws)
+    got = [c.post(URL, content=json.dumps(GOOD).encode(), headers=headers) for c in (fast, slow)]
+    assert got[0].status_code == got[1].status_code
+    assert got[0].json() == got[1].json()
+    assert layer.served == served
+    assert _decisions(world.ws) - before == (2 if got[0].status_code == 200 else 0)

@@ -28,10 +28,10 @@ def test_the_thread_checkpoints_and_commits_no_longer_do(tmp_path: Path) -> None
     engine = create_db_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t (i INTEGER)"))
-    thread = start_wal_checkpointer(engine, interval=0.05)
-    assert thread is not None
-    assert thread.is_alive()
-    assert thread.name in {t.name for t in threading.enumerate()}
+    checkpointer = start_wal_checkpointer(engine, interval=0.05)
+    assert checkpointer is not None
+    assert checkpointer.thread.is_alive()
+    assert checkpointer.thread.name in {t.name for t in threading.enumerate()}
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == DEFERRED_AUTOCHECKPOINT
     with engine.begin() as conn:
@@ -40,6 +40,8 @@ def test_the_thread_checkpoints_and_commits_no_longer_do(tmp_path: Path) -> None
     while _rows_in_main_file(path) != 3:
         assert time.monotonic() < deadline, "the WAL was not checkpointed by the thread"
         time.sleep(0.05)
+    checkpointer.stop()
+    assert not checkpointer.thread.is_alive()  # stopped: later tests may fork again
     engine.dispose()
 
 

@@ -27,7 +27,8 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpaisec.api.deps import ApiContext, token_caller
-from gpaisec.api.problems import gpaisec_problem
+from gpaisec.api.middleware import RequestTooLarge
+from gpaisec.api.problems import gpaisec_problem, problem_response
 from gpaisec.api.routes.access import client_ip, decide_as
 from gpaisec.api.schemas import DecideBody
 from gpaisec.audit.group import AuditWriteError
@@ -53,8 +54,12 @@ class DecisionFastPath:
         if credential is None:
             await self.app(scope, receive, send)
             return
-        body, messages = await _read_body(receive)
-        if body is None:  # the client went away, or sent more than the guard allows (it raises)
+        try:
+            body, messages = await _read_body(receive)
+        except RequestTooLarge as exc:  # the guard's limit, answered as the route's 413 is
+            await problem_response(413, "request too large", str(exc.detail))(scope, receive, send)
+            return
+        if body is None:  # the client went away: the route meets the same disconnect
             await self.app(scope, _replay(messages, receive), send)
             return
         try:
@@ -91,13 +96,16 @@ class DecisionFastPath:
 def _bearer(scope: Scope) -> str | None:
     """The bearer credential, if the request has exactly the shape this path serves."""
     auth: bytes | None = None
-    json_body = False
+    json_body = content_type_seen = False
     for name, value in scope["headers"]:
         if name == b"authorization":
             if auth is not None:
                 return None  # two Authorization headers: let the route refuse it
             auth = value
         elif name == b"content-type":
+            if content_type_seen:
+                return None  # two Content-Type headers: the route reads the first; let it decide
+            content_type_seen = True
             json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
     if auth is None or not json_body:
         return None

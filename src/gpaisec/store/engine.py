@@ -174,7 +174,39 @@ def _defer_checkpoints(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def start_wal_checkpointer(engine: Engine, interval: float = 0.25) -> threading.Thread | None:
+class WalCheckpointer:
+    """A daemon thread that checkpoints SQLite's write-ahead log (see :func:`start_wal_checkpointer`)."""
+
+    WARN_EVERY: Final = 60.0  # seconds between repeated warnings about a failing checkpoint
+
+    def __init__(self, engine: Engine, interval: float) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="gpaisec-wal-checkpointer", daemon=True)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        last_warning = -self.WARN_EVERY
+        while not self._stop.wait(self._interval):
+            try:
+                # On the driver's connection, outside any transaction (one would stop the checkpoint).
+                raw = self._engine.raw_connection()
+                try:
+                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+                finally:
+                    raw.close()
+            except Exception as exc:  # the next round retries; commits checkpoint past the safety net
+                now = time.monotonic()
+                if now - last_warning >= self.WARN_EVERY:
+                    last_warning = now
+                    _log.warning("WAL checkpoint failed (retrying): %s: %s", type(exc).__name__, exc)
+
+
+def start_wal_checkpointer(engine: Engine, interval: float = 0.25) -> WalCheckpointer | None:
     """Checkpoint SQLite's write-ahead log from a thread of its own, every ``interval`` seconds.
 
     By default the connection whose commit takes the WAL past 1,000 pages copies them into the
@@ -182,27 +214,14 @@ def start_wal_checkpointer(engine: Engine, interval: float = 0.25) -> threading.
     loop, a pause of tens of milliseconds for every request in flight, about once a second at 1,000
     decisions/s. Here a daemon thread runs ``PRAGMA wal_checkpoint(PASSIVE)`` (it never blocks
     readers or writers; SQLite releases the GIL while it copies) and the serving connections
-    checkpoint by themselves only past DEFERRED_AUTOCHECKPOINT pages. For servers only; returns None
-    for PostgreSQL and in-memory SQLite.
+    checkpoint by themselves only past DEFERRED_AUTOCHECKPOINT pages. For server processes only
+    (a process that forks must have no other thread); returns None for PostgreSQL and in-memory
+    SQLite. A failing checkpoint is retried every round and logged at most once a minute.
     """
     if write_gate(engine) is None:
         return None
     event.listen(engine, "connect", _defer_checkpoints)
     engine.dispose()  # connections opened from now on defer to the thread
-
-    def run() -> None:
-        while True:
-            time.sleep(interval)
-            try:
-                # On the driver's connection, outside any transaction (one would stop the checkpoint).
-                raw = engine.raw_connection()
-                try:
-                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
-                finally:
-                    raw.close()
-            except Exception as exc:  # the next round retries; commits checkpoint past the safety net
-                _log.warning("WAL checkpoint failed: %s: %s", type(exc).__name__, exc)
-
-    thread = threading.Thread(target=run, name="gpaisec-wal-checkpointer", daemon=True)
-    thread.start()
-    return thread
+    checkpointer = WalCheckpointer(engine, interval)
+    checkpointer.thread.start()
+    return checkpointer
