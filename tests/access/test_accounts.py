@@ -246,3 +246,29 @@ def test_logout_all_ends_every_session_of_the_account_only(workspace: Workspace)
     assert sorted(event["details"]["sessions"]) == sorted([first.session.id, second.session.id])
     with pytest.raises(DeniedError):  # an ended session cannot end anything
         accounts.logout_all(workspace, second.token)
+
+
+def test_a_session_records_its_use_at_most_once_a_minute(workspace: Workspace) -> None:
+    add_device(workspace, "laptop-1")
+    secret = add_human(workspace, "alice")
+    start = utcnow()
+    lg = login(workspace, "alice", secret, "laptop-1", at=start)
+
+    def stored() -> dt.datetime:
+        with workspace.reader() as s:
+            return s.scalars(select(Session)).one().last_seen_at
+
+    signed_in_at = stored()
+    # Within the minute: read only, nothing written.
+    seen = accounts.resolve_session(workspace, lg.token, now=start + dt.timedelta(seconds=30))
+    assert seen.last_seen_at == signed_in_at
+    assert stored() == signed_in_at
+    # Past it: the use is recorded, and the answer says so.
+    later = start + accounts.LAST_SEEN_RESOLUTION + dt.timedelta(seconds=5)
+    seen = accounts.resolve_session(workspace, lg.token, now=later)
+    assert seen.last_seen_at == later
+    assert stored() == later
+    # A revoked session is refused whatever its last use.
+    accounts.logout(workspace, lg.token)
+    with pytest.raises(DeniedError):
+        accounts.resolve_session(workspace, lg.token, now=later)

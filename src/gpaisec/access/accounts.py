@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session as DBSession
 from sqlalchemy.orm import selectinload
@@ -873,10 +873,19 @@ def authenticate(
     return login
 
 
+#: How stale a session's ``last_seen_at`` may get before a request records its use again.
+LAST_SEEN_RESOLUTION = dt.timedelta(minutes=1)
+
+
 def resolve_session(ws: Workspace, token: str, *, now: dt.datetime | None = None) -> Session:
-    """The live session of ``token``, with its account and device key loaded."""
+    """The live session of ``token``, with its account and device key loaded.
+
+    Reads only, except when the session's ``last_seen_at`` is more than LAST_SEEN_RESOLUTION old:
+    then one small write records the use (a page of the dashboard makes several API calls; each
+    writing, and on SQLite fsyncing, would make every one of them a write transaction).
+    """
     now = now or utcnow()
-    with ws.transaction() as s:
+    with ws.reader() as s:
         sess = s.scalars(
             select(Session)
             .options(
@@ -884,12 +893,19 @@ def resolve_session(ws: Workspace, token: str, *, now: dt.datetime | None = None
             )
             .where(Session.token_hash == _token_hash(token))
         ).first()
-        if sess is None or sess.revoked_at is not None or sess.expires_at <= now:
-            raise DeniedError(
-                "the session is unknown, expired or signed out", hint="sign in with `gpaisec login`"
+    if sess is None or sess.revoked_at is not None or sess.expires_at <= now:
+        raise DeniedError(
+            "the session is unknown, expired or signed out", hint="sign in with `gpaisec login`"
+        )
+    if sess.account.disabled_at is not None:
+        raise DeniedError("the account is disabled")
+    if now - sess.last_seen_at >= LAST_SEEN_RESOLUTION:
+        with ws.transaction() as w:
+            w.execute(
+                update(Session)
+                .where(Session.id == sess.id, Session.last_seen_at < now)
+                .values(last_seen_at=now)
             )
-        if sess.account.disabled_at is not None:
-            raise DeniedError("the account is disabled")
         sess.last_seen_at = now
     return sess
 
