@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpaisec.api import create_app
+from gpaisec.api import Settings, create_app
 from gpaisec.api.fastpath import DecisionFastPath
 from gpaisec.audit.service import log
 from gpaisec.workspace import Workspace
@@ -35,15 +35,21 @@ def world(workspace: Workspace) -> World:
 
 @pytest.fixture
 def pair(world: World) -> Iterator[tuple[TestClient, TestClient, DecisionFastPath]]:
-    fast = create_app(world.ws, test_settings())
-    slow = create_app(world.ws, test_settings())
-    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not DecisionFastPath]
+    fast, slow = _apps(world, test_settings())
     with (
         TestClient(fast, raise_server_exceptions=False) as f,
         TestClient(slow, raise_server_exceptions=False) as s,
     ):
         f.get("/api/v1/me")  # builds the middleware stack
         yield f, s, _fast_path(fast)
+
+
+def _apps(world: World, settings: Settings) -> tuple[FastAPI, FastAPI]:
+    """The real app, and one built without the fast path (every decision through the route)."""
+    fast = create_app(world.ws, settings)
+    slow = create_app(world.ws, settings)
+    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not DecisionFastPath]
+    return fast, slow
 
 
 def _fast_path(app: FastAPI) -> DecisionFastPath:
@@ -187,9 +193,7 @@ def test_an_unrecordable_decision_is_refused_either_way(
 
 def test_an_oversized_chunked_body_is_413_either_way(world: World) -> None:
     settings_small = dataclasses.replace(test_settings(), max_request_bytes=1024)
-    fast = create_app(world.ws, settings_small)
-    slow = create_app(world.ws, settings_small)
-    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not DecisionFastPath]
+    fast, slow = _apps(world, settings_small)
     headers = {"Authorization": "Bearer anything", "Content-Type": "application/json"}
     answers = []
     for app in (fast, slow):

@@ -148,7 +148,7 @@ async def current_caller(request: Request, ctx: Context) -> Caller:
             "not signed in", hint="POST /api/v1/session, or send a service token as 'Authorization: Bearer'"
         )
     try:
-        # It records the session's last use: a write, so in the thread pool on every backend.
+        # It may record the session's last use (a write, once a minute): in the thread pool on every backend.
         sess = await run_in_threadpool(accounts.resolve_session, ws, session_token)
     except DeniedError as exc:
         raise AuthenticationError(exc.message, hint="sign in again: POST /api/v1/session") from None

@@ -37,10 +37,9 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Final
 
-from gpaisec.audit._entry import EntryError, encode_details, encode_entry
+from gpaisec.audit._entry import EntryError, check_fields, encode_details
 from gpaisec.audit.service import AuditEvent, record_many
 from gpaisec.errors import GpaisecError, InputError, StoreError
-from gpaisec.store.base import utcnow
 from gpaisec.store.engine import WriteGateBusy
 
 if TYPE_CHECKING:
@@ -97,6 +96,13 @@ def _chunks(batch: list[_Item], max_records: int) -> Iterator[list[_Item]]:
         count += len(item.events)
     if chunk:
         yield chunk
+
+
+def _timed_out(timeout: float) -> AuditWriteError:
+    return AuditWriteError(
+        f"the audit log did not commit within {timeout:g} s",
+        hint="the database may be locked or down; nothing was allowed",
+    )
 
 
 def _fail_unresolved(batch: list[_Item], detail: str) -> None:
@@ -171,12 +177,11 @@ class AuditWriter:
         commit (the details are the bulk of an entry's encoding)."""
         if not events:
             raise InputError("nothing to record")
-        now = utcnow()
         encoded = []
         for ev in events:
             try:
                 details_json = encode_details(ev.details)
-                encode_entry(0, now, ev.actor, ev.action, ev.object, None, details_json=details_json)
+                check_fields(ev.actor, ev.action, ev.object)
             except EntryError as exc:
                 raise InputError(f"audit event {ev.action!r} cannot be recorded: {exc}") from None
             encoded.append(details_json)
@@ -191,10 +196,7 @@ class AuditWriter:
         try:
             return future.result(timeout=timeout)
         except FutureTimeout:
-            raise AuditWriteError(
-                f"the audit log did not commit within {timeout:g} s",
-                hint="the database may be locked or down; nothing was allowed",
-            ) from None
+            raise _timed_out(timeout) from None
 
     async def append_async(self, events: Sequence[AuditEvent], *, timeout: float = DEFAULT_TIMEOUT) -> range:
         """:meth:`append` for an event loop: waits for the commit without holding a thread.
@@ -258,10 +260,7 @@ class AuditWriter:
             raise
         if not done:
             future.add_done_callback(_consume)
-            raise AuditWriteError(
-                f"the audit log did not commit within {timeout:g} s",
-                hint="the database may be locked or down; nothing was allowed",
-            )
+            raise _timed_out(timeout)
         return future.result()
 
     def close(self, timeout: float = 10.0) -> None:

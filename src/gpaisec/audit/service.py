@@ -124,21 +124,13 @@ def _sqlite_time(value: dt.datetime) -> str:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _driver_sql(session: Session, sqlite: str, postgresql: str) -> tuple[Any, str]:
-    """The session's connection and the statement for its dialect (fixed statements on every append go
-    straight to the driver: building them as SQLAlchemy expressions cost more than running them)."""
-    conn = session.connection()
-    return conn, sqlite if conn.dialect.name == "sqlite" else postgresql
-
-
 def _lock_head(session: Session) -> _Pending:
     """Lock the head row (creating it once) and read the log's size and compact range."""
-    conn, sql = _driver_sql(
-        session,
-        "SELECT origin, size, compact_range FROM audit_head WHERE id = 1",  # BEGIN IMMEDIATE holds the lock
-        "SELECT origin, size, compact_range FROM audit_head WHERE id = 1 FOR UPDATE",
-    )
-    row = conn.exec_driver_sql(sql).first()
+    # Straight to the driver (on every append, building the statement cost more than running it).
+    # SQLite's BEGIN IMMEDIATE already holds the lock; PostgreSQL locks the row.
+    conn = session.connection()
+    sql = "SELECT origin, size, compact_range FROM audit_head WHERE id = 1"
+    row = conn.exec_driver_sql(sql if conn.dialect.name == "sqlite" else f"{sql} FOR UPDATE").first()
     if row is None:
         query = select(_H.c.origin, _H.c.size, _H.c.compact_range).where(_H.c.id == HEAD_ID).with_for_update()
         values = {
