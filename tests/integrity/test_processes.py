@@ -101,13 +101,24 @@ def test_a_failed_fork_or_child_is_hashed_here(many: Path, monkeypatch: pytest.M
         m.setattr(_engine.os, "fork", no_fork)
         assert hash_directory(many, workers=2).resources == expected
 
-    def broken_dumps(*_args: object, **_kwargs: object) -> str:
-        raise RuntimeError("child cannot report")
+    def broken(*_args: object, **_kwargs: object) -> bytes:
+        raise RuntimeError("child cannot hash")
 
     forks = _forks(monkeypatch)
-    monkeypatch.setattr(forks_module.json, "dumps", broken_dumps)
+    monkeypatch.setattr(_engine, "_serve_batch", broken)  # every child dies on its first batch
     assert hash_directory(many, workers=3).resources == expected
     assert forks == [1, 1]
+    _assert_no_children()
+
+
+def test_large_replies_do_not_block_the_pipes(many: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny shards: one reply holds thousands of digests, far more than a pipe buffer."""
+    params = HashParams(algorithm="sha256", method="shards", shard_size=64)
+    forks = _forks(monkeypatch)
+    manifest = hash_directory(many, params, workers=2)
+    assert forks == [1]
+    monkeypatch.setattr(_engine, "_FORK_MIN_FILES", 10**9)  # the thread path
+    assert manifest.resources == hash_directory(many, params, workers=2).resources
 
 
 def test_a_file_that_vanishes_in_a_child_is_the_same_error(
@@ -116,12 +127,69 @@ def test_a_file_that_vanishes_in_a_child_is_the_same_error(
     for i in range(FILES):
         (tmp_path / f"f{i:05d}").write_bytes(b"x")
     real = _engine._walk
+    gone = tmp_path / "f00000"  # in the first batch, which goes to the first child
 
     def walk_then_remove(*args: object, **kwargs: object) -> object:
-        entries = list(real(*args, **kwargs))  # type: ignore[arg-type]
-        (tmp_path / f"f{FILES - 1:05d}").unlink()  # in the last share: a child's
-        return iter(entries)
+        batches = list(real(*args, **kwargs))  # type: ignore[arg-type]
+        gone.unlink()
+        return iter(batches)
 
     monkeypatch.setattr(_engine, "_walk", walk_then_remove)
-    with pytest.raises(_engine.InputError, match=f"f{FILES - 1:05d}"):
+    served: list[int] = []
+    real_serve = forks_module.serve
+
+    def counted_serve(*args: object, **kwargs: object) -> object:
+        served.append(1)
+        return real_serve(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(forks_module, "serve", counted_serve)
+    with pytest.raises(_engine.InputError, match="cannot read 'f00000': No such file") as in_child:
         hash_directory(tmp_path, workers=2)
+    assert served == [1]
+    _assert_no_children()
+    gone.write_bytes(b"x")  # listed by the walk and removed again, for the same error here
+    with pytest.raises(_engine.InputError) as here:
+        hash_directory(tmp_path, workers=1)
+    assert here.value.message == in_child.value.message
+    assert here.value.hint == in_child.value.hint
+
+
+def _echo_twice(request: bytes) -> bytes:
+    return request * 2
+
+
+def test_a_server_takes_requests_and_replies_larger_than_a_pipe() -> None:
+    server = forks_module.serve(_echo_twice)
+    assert server is not None
+    try:
+        requests = [os.urandom(n) for n in (0, 1, 300_000, 1_000_000, 5)]
+        for request in requests:
+            server.send(request)
+        server.close_requests()
+        while len(server.replies) < len(requests) and server.alive:
+            forks_module.pump([server], 5.0)
+        assert list(server.replies) == [r * 2 for r in requests]
+    finally:
+        server.stop()
+    _assert_no_children()
+
+
+def test_a_server_that_fails_ends_its_replies() -> None:
+    def fail(_request: bytes) -> bytes:
+        raise RuntimeError("no")
+
+    server = forks_module.serve(fail)
+    assert server is not None
+    try:
+        server.send(b"x")
+        while server.alive:
+            forks_module.pump([server], 5.0)
+        assert not server.replies
+    finally:
+        server.stop()
+    _assert_no_children()
+
+
+def _assert_no_children() -> None:
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

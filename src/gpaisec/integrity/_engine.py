@@ -5,7 +5,7 @@ the thing to stay clear of):
 
 * The calling thread walks the tree with :func:`os.scandir`, using only the entry types the
   directory listing already holds (no ``stat`` per file), and hands files to a thread pool in
-  batches of a few hundred: one hand-off per batch, not per file.
+  batches of a hundred or so: one hand-off per batch, not per file.
 * A worker opens each file (``O_NOFOLLOW`` unless links are allowed) and reads it with one
   ``os.readv`` into a reused buffer one byte larger than the small-file limit. A short read of a
   regular file means end of file, so a file that fits is hashed from that buffer (hash objects
@@ -21,12 +21,19 @@ the thing to stay clear of):
   pool the same way). Small files keep the narrow pool, where more threads only fight for the GIL.
 
 * Many small files, in a process with no other thread (the CLI, a batch job; never a threaded
-  server): the small files are shared out to ``workers - 1`` forked processes plus this one, each
-  hashing its share on one thread. Threads gain little there: every system call releases and takes
-  back the GIL, and with two threads that hand-off is itself a futex call per system call, which
-  costs as much as the call on a virtual machine. A child sends its digests back through a pipe
-  (JSON) and exits with ``os._exit``; a share whose child failed is hashed here again. A file that
-  turns out large is handed back with its size and hashed here as below.
+  server): once the walk has found enough files to be worth it, ``workers - 1`` children are
+  forked, and the walk goes on while they hash. Batches of files go to the children as they are
+  found (their OS paths, NUL-separated, through a pipe), each child kept a couple of batches
+  ahead; once the walk is done this process hashes the remaining batches itself, newest first,
+  while the children keep taking the oldest. A child answers each batch with its files' sizes and
+  digests (``marshal``), and exits when its request pipe closes. Threads gain little here: every
+  system call releases and takes back the GIL, and with two threads that hand-off is itself a
+  futex call per system call, which costs as much as the call on a virtual machine. A batch
+  whose child failed is hashed here again. A file that turns out large is handed back with its
+  size and hashed here as below.
+
+The walk visits each directory's entries in name order, so files come out in manifest order
+(component-wise, see ``path_sort_key``) and the manifest's final sort has nothing to reorder.
 
 The progress callback is only ever called on the calling thread.
 """
@@ -34,16 +41,21 @@ The progress callback is only ever called on the calling thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import marshal
 import mmap
+import operator
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeAlias
 
 import blake3
 
@@ -68,7 +80,8 @@ is known once every file has been opened); the last call has ``bytes_done == byt
 """
 
 _SMALL: Final = 1 << 20  # files up to this size are read whole, in one read, by a pool worker
-_BATCH_FILES: Final = 256  # files per pool task
+_BATCH_FILES: Final = 128  # files per pool task or request to a child process
+_AHEAD: Final = 2  # batches sent to a child process and not yet answered
 _B3_WINDOW: Final = 256 << 20  # mmap window per BLAKE3 update on all cores
 _SHA_WINDOW: Final = 64 << 20  # mmap window per SHA-256 update
 _SHARD_TASK_BYTES: Final = 256 << 20  # shards of a large file are grouped into tasks this big
@@ -143,6 +156,9 @@ def _unreadable(rel: str, exc: OSError) -> InputError:
 
 # -- walking -------------------------------------------------------------------------------
 
+_Batch: TypeAlias = tuple[list[str], list[str]]
+"""Files to hash: their model paths and, in the same order, the OS paths to open."""
+
 
 def _check_root(path: str | os.PathLike[str]) -> str:
     root = os.fspath(path)
@@ -154,49 +170,80 @@ def _check_root(path: str | os.PathLike[str]) -> str:
     return root
 
 
-def _walk(root: str, params: HashParams, ignore: frozenset[str]) -> Iterator[_Entry]:
-    """Yield every regular file under ``root`` that is not ignored, in no particular order.
+def _listing(dir_path: str, rel_dir: str) -> Iterator[os.DirEntry[str]]:
+    """The entries of one directory, sorted by name."""
+    try:
+        with os.scandir(dir_path) as scan:
+            entries = list(scan)
+    except OSError as exc:
+        raise _unreadable(rel_dir or ".", exc) from None
+    entries.sort(key=_name)
+    return iter(entries)
+
+
+_name: Final = operator.attrgetter("name")
+
+
+def _walk(root: str, params: HashParams, ignore: frozenset[str]) -> Iterator[_Batch]:
+    """Yield every regular file under ``root`` that is not ignored, in batches, in manifest order.
 
     Refuses symlinks (unless ``params.allow_symlinks``, and then only links to regular files:
     model-signing does not descend into linked directories, so neither do we, but loudly) and
-    special files. Ignored directories are not entered.
+    special files. Ignored directories are not entered. Only the entry types of the directory
+    listing are used: no ``stat`` per file.
+
+    Each directory's entries are visited in name order and a subdirectory is walked where its name
+    falls, so files come out in the component-wise order of a manifest (``path_sort_key``): the
+    manifest's final sort then finds them already in order.
     """
-    stack = [("", root)]
+    rels: list[str] = []
+    paths: list[str] = []
+    stack = [("", _listing(root, ""))]
     while stack:
-        rel_dir, dir_path = stack.pop()
-        try:
-            scan = os.scandir(dir_path)
-        except OSError as exc:
-            raise _unreadable(rel_dir or ".", exc) from None
-        with scan:
-            for entry in scan:
-                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                if rel in ignore:
-                    continue
+        prefix, entries = stack[-1]
+        for entry in entries:
+            name = entry.name
+            rel = prefix + name
+            if rel in ignore:
+                continue
+            if not name.isascii():  # each name is checked once, as its own entry
                 try:
-                    rel.encode("utf-8")
+                    name.encode("utf-8")
                 except UnicodeEncodeError:
                     raise InputError(
                         f"file name {rel!r} is not valid UTF-8",
                         hint="rename it: manifests and signatures record names as UTF-8 text",
                     ) from None
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append((rel, entry.path))
-                    elif entry.is_file(follow_symlinks=False):
-                        yield _Entry(rel, entry.path)
-                    elif entry.is_symlink():
-                        yield _followed_link(rel, entry.path, params)
-                    else:
-                        raise InputError(
-                            f"{rel!r} is not a regular file or directory (a device, socket or pipe)",
-                            hint="remove it from the model directory or add it to the ignore paths",
-                        )
-                except OSError as exc:
-                    raise _unreadable(rel, exc) from None
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((rel + "/", _listing(entry.path, rel)))
+                    break  # walk it now; this directory's other entries come after it
+                if not entry.is_file(follow_symlinks=False):
+                    _check_other(rel, entry, params)
+            except OSError as exc:
+                raise _unreadable(rel, exc) from None
+            rels.append(rel)
+            paths.append(entry.path)
+            if len(rels) >= _BATCH_FILES:
+                yield rels, paths
+                rels, paths = [], []
+        else:
+            stack.pop()
+    if rels:
+        yield rels, paths
 
 
-def _followed_link(rel: str, path: str, params: HashParams) -> _Entry:
+def _check_other(rel: str, entry: os.DirEntry[str], params: HashParams) -> None:
+    """Neither a regular file nor a directory: raise unless a link to a file that may be followed."""
+    if not entry.is_symlink():
+        raise InputError(
+            f"{rel!r} is not a regular file or directory (a device, socket or pipe)",
+            hint="remove it from the model directory or add it to the ignore paths",
+        )
+    _check_link(rel, entry.path, params)
+
+
+def _check_link(rel: str, path: str, params: HashParams) -> None:
     if not params.allow_symlinks:
         raise InputError(
             f"{rel!r} is a symbolic link, and links are refused by default",
@@ -209,12 +256,11 @@ def _followed_link(rel: str, path: str, params: HashParams) -> _Entry:
         raise InputError(
             f"{rel!r} is a symbolic link to nothing", hint="fix or remove the dangling link"
         ) from None
-    if stat.S_ISREG(st.st_mode):
-        return _Entry(rel, path)
-    raise InputError(
-        f"{rel!r} is a symbolic link to a directory or special file; only links to files are followed",
-        hint="copy the linked directory into the model directory, or ignore the link",
-    )
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(
+            f"{rel!r} is a symbolic link to a directory or special file; only links to files are followed",
+            hint="copy the linked directory into the model directory, or ignore the link",
+        )
 
 
 # -- hashing -------------------------------------------------------------------------------
@@ -230,47 +276,97 @@ def _buffer() -> bytearray:
     return buf
 
 
-def _hash_batch(
-    batch: list[_Entry], params: HashParams, counter: _Counter
-) -> tuple[list[Resource], list[_Entry], int]:
-    """Hash the small files of ``batch`` from one read each; hand back the large ones, sized.
+class _ReadError(Exception):
+    """The file at ``index`` of a batch could not be read."""
 
-    Returns the resources, the large files, and the bytes hashed.
+    def __init__(self, index: int, exc: OSError) -> None:
+        super().__init__(index, exc)
+        self.index = index
+        self.exc = exc
+
+
+def _digest_files(paths: Sequence[str | bytes], params: HashParams) -> tuple[list[int], list[str]]:
+    """Hash each small file of ``paths`` from one read; the same in a forked child as here.
+
+    Returns each file's size and the digests in file order: with method ``files`` one per file
+    (``""`` for a large file), with ``shards`` one per shard of each small file. A large file
+    (more than ``_SMALL`` bytes) is not hashed: its size is given as ``-1 - size``.
     """
-    out: list[Resource] = []
-    large: list[_Entry] = []
     buf = _buffer()
     view = memoryview(buf)
     flags = _OPEN_FLAGS | (0 if params.allow_symlinks else _NOFOLLOW)
     new = blake3.blake3 if params.algorithm == "blake3" else hashlib.sha256
     shard = params.shard_size if params.method == "shards" else None
-    done = 0
+    sizes: list[int] = []
+    digests: list[str] = []
     try:
-        for e in batch:
+        for i, path in enumerate(paths):
             try:
-                fd = os.open(e.path, flags)
+                fd = os.open(path, flags)
                 try:
                     # A regular file returns fewer bytes than asked only at its end, so n <= _SMALL
                     # means the whole file is in buf. One byte more than _SMALL means it is large.
                     n = os.readv(fd, [buf])
                     if n > _SMALL:
-                        large.append(_Entry(e.rel, e.path, os.fstat(fd).st_size))
-                        continue
+                        n = -1 - os.fstat(fd).st_size
                 finally:
                     os.close(fd)
             except OSError as exc:
-                raise _unreadable(e.rel, exc) from None
-            done += n
+                raise _ReadError(i, exc) from None
+            sizes.append(n)
             if shard is None:
-                out.append(Resource(e.rel, new(view[:n]).hexdigest()))
+                digests.append(new(view[:n]).hexdigest() if n >= 0 else "")
             else:  # method "shards": an empty file has no shards, as in model-signing
                 for start in range(0, n, shard):
-                    end = min(n, start + shard)
-                    out.append(Resource(e.rel, new(view[start:end]).hexdigest(), start, end))
+                    digests.append(new(view[start : min(n, start + shard)]).hexdigest())
     finally:
         view.release()
-    counter.add(done)
+    return sizes, digests
+
+
+_new_resource: Final = functools.partial(tuple.__new__, Resource)
+"""Resource from a 4-tuple in C, without the Python-level ``__new__`` of a named tuple."""
+
+
+def _resources(
+    batch: _Batch, sizes: list[int], digests: list[str], params: HashParams
+) -> tuple[list[Resource], list[_Entry], int]:
+    """The resources of a batch's small files, its large files (sized), and the bytes hashed."""
+    rels, paths = batch
+    if params.method == "files" and (not sizes or min(sizes) >= 0):  # the common case, all in C
+        return list(map(_new_resource, zip(rels, digests, repeat(None), repeat(None)))), [], sum(sizes)
+    out: list[Resource] = []
+    large: list[_Entry] = []
+    done = 0
+    shard = params.shard_size
+    k = 0
+    for rel, path, n in zip(rels, paths, sizes, strict=True):
+        if n < 0:
+            large.append(_Entry(rel, path, -1 - n))
+            k += params.method == "files"
+            continue
+        done += n
+        if shard is None:
+            out.append(Resource(rel, digests[k]))
+            k += 1
+        else:
+            for start in range(0, n, shard):
+                out.append(Resource(rel, digests[k], start, min(n, start + shard)))
+                k += 1
     return out, large, done
+
+
+def _hash_batch(
+    batch: _Batch, params: HashParams, counter: _Counter
+) -> tuple[list[Resource], list[_Entry], int]:
+    """Hash the small files of ``batch`` here; hand back the large ones, sized."""
+    try:
+        sizes, digests = _digest_files(batch[1], params)
+    except _ReadError as err:
+        raise _unreadable(batch[0][err.index], err.exc) from None
+    got = _resources(batch, sizes, digests, params)
+    counter.add(got[2])
+    return got
 
 
 @contextlib.contextmanager
@@ -340,88 +436,110 @@ def _shard_task_ranges(size: int, shard_size: int) -> Iterator[list[tuple[int, i
         yield group
 
 
-def _can_fork(workers: int, files: int) -> bool:
+def _can_fork(workers: int) -> bool:
     """Processes for small files only where fork() is safe: no other thread in this process."""
-    return workers > 1 and files >= _FORK_MIN_FILES and hasattr(os, "fork") and threading.active_count() == 1
+    return workers > 1 and hasattr(os, "fork") and threading.active_count() == 1
 
 
-def _fork_share(share: list[_Entry], params: HashParams) -> tuple[int, int] | None:
-    """Fork a child that hashes ``share``; (pid, read end of its pipe), or None if fork failed."""
-
-    def work() -> dict[str, object]:
-        try:
-            out, large, done = _hash_batch(share, params, _Counter())
-        except InputError as exc:
-            return {"error": exc.message, "hint": exc.hint}
-        return {
-            "resources": [list(r) for r in out],
-            "large": [[e.rel, e.path, e.size] for e in large],
-            "done": done,
-        }
-
-    return _forks.fork_worker(work)
-
-
-def _collect_share(pid: int, read_fd: int) -> tuple[list[Resource], list[_Entry], int] | None:
-    """A child's results; None if it failed (its share is then hashed here). Raises the
-    child's InputError (an unreadable file, say) as this process's own."""
-    payload = _forks.collect(pid, read_fd)
-    if payload is None:
-        return None
-    if "error" in payload:
-        raise InputError(str(payload["error"]), hint=payload.get("hint"))
+def _serve_batch(request: bytes, params: HashParams) -> bytes:
+    """In a forked child: hash the files named in ``request`` (NUL-separated OS paths)."""
     try:
-        out = [Resource(str(p), str(d), s, e) for p, d, s, e in payload["resources"]]
-        large = [_Entry(str(r), str(p), int(n)) for r, p, n in payload["large"]]
-        done = int(payload["done"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    return out, large, done
+        sizes, digests = _digest_files(request.split(b"\0"), params)
+    except _ReadError as err:
+        return marshal.dumps(("error", err.index, err.exc.errno, err.exc.strerror))
+    return marshal.dumps(("ok", sizes, digests))
 
 
 def _hash_small_in_processes(
-    entries: list[_Entry],
+    head: list[_Batch],
+    walk: Iterator[_Batch],
     params: HashParams,
     workers: int,
     counter: _Counter,
     report: Callable[[], None],
 ) -> tuple[list[Resource], list[_Entry], int]:
-    """Hash ``entries`` in ``workers - 1`` forked children and this process (module docs)."""
-    shares = [
-        entries[i * len(entries) // workers : (i + 1) * len(entries) // workers] for i in range(workers)
-    ]
-    children: list[tuple[int, int, list[_Entry]]] = []
-    results: list[Resource] = []
+    """Hash ``head`` and the rest of ``walk`` in ``workers - 1`` forked children and here.
+
+    The children start while the walk goes on. Each child is kept ``_AHEAD`` batches ahead: when
+    one falls below, it is sent the oldest walked batch; this process walks, and once the walk is
+    done hashes the newest batch itself. So the walk overlaps the hashing, and at the end no
+    process waits for another for longer than about one batch. A child that fails has its
+    unanswered batches hashed here; a file a child cannot read raises here as it would have here.
+    The resources come back in walk order (each batch has its slot), which is manifest order.
+    """
+    servers: list[_forks.Server] = []
+    sent: dict[_forks.Server, deque[int]] = {}  # batch numbers each child has not answered yet
+    batches: list[_Batch] = []
+    slots: list[list[Resource]] = []
+    pending: deque[int] = deque()
     large: list[_Entry] = []
     done = 0
-    own = list(shares[0])
+
+    def walked(batch: _Batch) -> None:
+        pending.append(len(batches))
+        batches.append(batch)
+        slots.append([])
+
+    def take(seq: int, got: tuple[list[Resource], list[_Entry], int]) -> None:
+        nonlocal done
+        slots[seq] = got[0]
+        large.extend(got[1])
+        done += got[2]
+
+    for batch in head:
+        walked(batch)
     try:
-        for share in shares[1:]:
-            child = _fork_share(share, params)
-            if child is None:
-                own.extend(share)
+        for _ in range(workers - 1):
+            server = _forks.serve(functools.partial(_serve_batch, params=params), others=servers)
+            if server is not None:
+                servers.append(server)
+                sent[server] = deque()
+        walking = True
+        while True:
+            _forks.pump(servers)
+            for server in servers:
+                answered = sent[server]
+                while server.replies:
+                    seq = answered.popleft()
+                    # our own forked child, through a pipe only the two processes hold
+                    reply = marshal.loads(server.replies.popleft())  # noqa: S302
+                    if reply[0] == "error":
+                        _tag, index, errno_, strerror = reply
+                        raise _unreadable(batches[seq][0][index], OSError(errno_, strerror))
+                    got = _resources(batches[seq], reply[1], reply[2], params)
+                    counter.add(got[2])
+                    take(seq, got)
+                if not server.alive:  # it failed: its unanswered batches are hashed here
+                    pending.extendleft(answered)
+                    answered.clear()
+                while server.alive and len(answered) < _AHEAD and pending:
+                    seq = pending.popleft()
+                    answered.append(seq)
+                    server.send(os.fsencode("\0".join(batches[seq][1])))
+                if not walking and not pending:
+                    server.close_requests()  # it exits once it has answered the last ones
+            if walking:
+                found = next(walk, None)
+                if found is None:
+                    walking = False
+                else:
+                    walked(found)
+            elif pending:
+                seq = pending.pop()
+                take(seq, _hash_batch(batches[seq], params, counter))
+                report()
+            elif any(sent.values()):
+                _forks.pump(servers, _POLL_SECONDS)
+                report()
             else:
-                children.append((*child, share))
-        for i in range(0, len(own), _BATCH_FILES):
-            out, found, n = _hash_batch(own[i : i + _BATCH_FILES], params, counter)
-            results.extend(out)
-            large.extend(found)
-            done += n
-            report()
-        while children:
-            pid, read_fd, share = children.pop(0)
-            got = _collect_share(pid, read_fd)
-            if got is None:
-                got = _hash_batch(share, params, counter)
-            else:
-                counter.add(got[2])
-            results.extend(got[0])
-            large.extend(got[1])
-            done += got[2]
-            report()
-    finally:
-        _forks.reap((pid, read_fd) for pid, read_fd, _share in children)  # abandoned (an error)
-    return results, large, done
+                break
+    except BaseException:
+        for server in servers:
+            server.kill()
+        raise
+    for server in servers:
+        server.stop()
+    return [r for slot in slots for r in slot], large, done
 
 
 def hash_tree(
@@ -481,14 +599,16 @@ def hash_tree(
             for task in finished:
                 results.extend(task.result())
 
-    # Walk to the end before hashing: a walking thread and the workers would fight for the GIL
-    # (each worker system call then waits for the walker's switch interval; measured 3x slower).
-    entries: list[_Entry] = []
-    for e in _walk(root, params, ignore):
-        entries.append(e)
-        if progress is not None and len(entries) % 8192 == 0:
-            progress(0, None)  # still walking: show that something is happening
     narrow = workers or _default_workers()
+    walk = _walk(root, params, ignore)
+    head: list[_Batch] = []
+    head_files = 0
+    if _can_fork(narrow):
+        for batch in walk:  # enough files to be worth a fork?
+            head.append(batch)
+            head_files += len(batch[0])
+            if head_files >= _FORK_MIN_FILES:
+                break
     pool = ThreadPoolExecutor(max_workers=narrow, thread_name_prefix="gpaisec-hash")
     wide: list[ThreadPoolExecutor] = []
 
@@ -502,19 +622,26 @@ def hash_tree(
         return wide[0]
 
     try:
-        if _can_fork(narrow, len(entries)):
+        if head_files >= _FORK_MIN_FILES and _can_fork(narrow):
 
-            def walking() -> None:  # the total is not known until every share is back
+            def walking() -> None:  # the total is not known until every batch is back
                 if progress is not None:
                     progress(counter.value, None)
 
-            small, found, hashed = _hash_small_in_processes(entries, params, narrow, counter, walking)
+            small, found, hashed = _hash_small_in_processes(head, walk, params, narrow, counter, walking)
             results.extend(small)
             small_bytes += hashed
             take_large(found)
-            entries = []
-        for i in range(0, len(entries), _BATCH_FILES):
-            batches.add(pool.submit(_hash_batch, entries[i : i + _BATCH_FILES], params, counter))
+        else:
+            # Walk to the end before hashing: a walking thread and the workers would fight for the
+            # GIL (each worker system call then waits for the walker's switch interval; measured
+            # 3x slower).
+            for batch in walk:
+                head.append(batch)
+                if progress is not None and len(head) % 32 == 0:
+                    progress(0, None)  # still walking: show that something is happening
+            for batch in head:
+                batches.add(pool.submit(_hash_batch, batch, params, counter))
         while batches or ranges or large_b3:
             if large_b3:  # on this thread, all cores, while the pool finishes small files
                 e = large_b3.pop()
