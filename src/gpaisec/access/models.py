@@ -80,12 +80,17 @@ class Account(Base):
 
 
 class TotpCredential(Base):
-    """An RFC 6238 authenticator; ``last_used_step`` rejects a code (time step) used before."""
+    """An RFC 6238 authenticator; ``last_used_step`` rejects a code (time step) used before.
+
+    ``secret`` holds the seed sealed (``v1:...``, see :class:`gpaisec.access.mfa.SeedSealer`); a
+    plaintext base32 seed only in a workspace upgraded from before migration 0006, until its first use
+    or :func:`gpaisec.access.mfa.seal_legacy_seeds`.
+    """
 
     __tablename__ = "totp_credentials"
 
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
-    secret: Mapped[str] = mapped_column(String(64))
+    secret: Mapped[str] = mapped_column(String(255))
     last_used_step: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
