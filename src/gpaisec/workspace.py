@@ -11,7 +11,7 @@ import getpass
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from gpaisec.audit.group import AuditWriter
 from gpaisec.audit.service import has_pending, seal
 from gpaisec.errors import ConfigError
 from gpaisec.store import create_db_engine
-from gpaisec.store.engine import READ_ONLY, write_gate
+from gpaisec.store.engine import READ_ONLY, SqliteWriteGate, write_gate
 from gpaisec.store.migrate import upgrade
 
 DEFAULT_HOME = Path(".gpaisec")
@@ -99,13 +99,22 @@ class Workspace:
         their tree nodes and one signed checkpoint, in this same transaction.
         """
         # SQLite: queue behind other writers first (gate_wait: how long; default the gate's 10 s).
-        gate = self._write_gate.hold(gate_wait) if self._write_gate is not None else nullcontext()
-        with gate, self._sessions.begin() as session:
+        with self.write_gate(gate_wait), self._sessions.begin() as session:
             yield session
             if has_pending(session):
                 seal(session, self.audit_signer())
         # Committed: now tell people (alerts raised by an operation that rolled back are dropped with it).
         deliver(self.home, pending_alerts(session))
+
+    @property
+    def sqlite_write_gate(self) -> SqliteWriteGate | None:
+        """The writers' gate of a file-backed SQLite database (None: PostgreSQL, in-memory SQLite)."""
+        return self._write_gate
+
+    def write_gate(self, wait: float | None = None) -> AbstractContextManager[None]:
+        """SQLite: hold the writers' gate (:class:`~gpaisec.store.engine.SqliteWriteGate`) for up to
+        ``wait`` seconds (default the gate's 10 s), then ``WriteGateBusy``; PostgreSQL: nothing."""
+        return self._write_gate.hold(wait) if self._write_gate is not None else nullcontext()
 
     @contextmanager
     def reader(self) -> Iterator[Session]:

@@ -220,3 +220,87 @@ def test_a_busy_sqlite_writer_hands_the_batch_to_the_thread_and_the_loop_runs_on
     assert seqs == range(0, 1)
     assert ticks >= 10  # the loop was not blocked while the gate was held
     assert count(audit_ws, AuditEntry) == 1
+
+
+def test_appends_during_a_commit_in_flight_are_the_next_batch(audit_ws: Workspace) -> None:
+    if audit_ws.engine.dialect.name != "sqlite":
+        pytest.skip("the loop writes batches itself only on SQLite")
+    writer = AuditWriter(audit_ws)
+    busy = threading.Event()
+    # The committer thread is busy with something else: the first batch is written, its commit waits.
+    writer._committer.submit(lambda: busy.wait(10))
+
+    async def main() -> list[range]:
+        first = [asyncio.ensure_future(writer.append_async([event(i)])) for i in range(3)]
+        await asyncio.sleep(0.05)  # the loop runs on while the first batch's commit is pending
+        assert writer.batches == 0
+        assert not any(f.done() for f in first)
+        second = [asyncio.ensure_future(writer.append_async([event(i)])) for i in range(3, 7)]
+        await asyncio.sleep(0.05)
+        assert writer.batches == 0  # one commit in flight per loop: the second batch waits for it
+        busy.set()
+        return list(await asyncio.wait_for(asyncio.gather(*first, *second), 30))
+
+    results = asyncio.run(main())
+    assert results == [range(i, i + 1) for i in range(7)]
+    assert writer.batches == 2
+    assert count(audit_ws, AuditCheckpoint) == 2
+    assert verify(audit_ws).tree_size == 7
+
+
+def test_a_batch_whose_commit_fails_fails_every_caller_and_frees_the_writer(audit_ws: Workspace) -> None:
+    writer = AuditWriter(audit_ws)
+    writer.append([event(0)])
+    # A deferred foreign key makes COMMIT itself fail (the statements before it all succeed).
+    with audit_ws.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE commit_trap_parent (id INTEGER PRIMARY KEY)"))
+        conn.execute(
+            text(
+                "CREATE TABLE commit_trap (parent INTEGER REFERENCES commit_trap_parent (id) "
+                "DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+        if audit_ws.engine.dialect.name == "sqlite":
+            conn.execute(
+                text(
+                    "CREATE TRIGGER commit_trap_fires AFTER INSERT ON audit_checkpoint "
+                    "BEGIN INSERT INTO commit_trap (parent) VALUES (42); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION commit_trap_fn() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN INSERT INTO commit_trap (parent) VALUES (42); RETURN NEW; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER commit_trap_fires AFTER INSERT ON audit_checkpoint "
+                    "FOR EACH ROW EXECUTE FUNCTION commit_trap_fn()"
+                )
+            )
+
+    async def main() -> list[range | BaseException]:
+        return await asyncio.gather(
+            *(writer.append_async([event(i)]) for i in range(1, 5)), return_exceptions=True
+        )
+
+    try:
+        outcomes = asyncio.run(main())
+        assert all(isinstance(o, AuditWriteError) for o in outcomes), outcomes
+        # It was the commit that failed (SQLite and PostgreSQL name the deferred violation differently).
+        assert any(name in str(outcomes[0]) for name in ("IntegrityError", "ForeignKeyViolation"))
+        assert count(audit_ws, AuditEntry) == 1
+    finally:
+        with audit_ws.engine.begin() as conn:
+            on = "" if audit_ws.engine.dialect.name == "sqlite" else " ON audit_checkpoint"
+            conn.execute(text(f"DROP TRIGGER commit_trap_fires{on}"))
+            conn.execute(text("DROP TABLE commit_trap"))
+            conn.execute(text("DROP TABLE commit_trap_parent"))
+            if on:
+                conn.execute(text("DROP FUNCTION commit_trap_fn()"))
+    # Nothing is left holding the database: the next decisions commit at once, and the log verifies.
+    again = asyncio.run(asyncio.wait_for(writer.append_async([event(5)]), 30))
+    assert again == range(1, 2)
+    assert verify(audit_ws).tree_size == 2

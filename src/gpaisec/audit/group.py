@@ -12,8 +12,10 @@ The writer, step by step:
 1. Wait for the first event; then take every event already queued, up to ``max_batch`` records, and
    (if ``linger`` is set) wait at most ``linger`` seconds for more. Under load the batch is whatever
    arrived while the previous batch was being committed: no added latency when idle.
-2. Record them all in one :meth:`Workspace.transaction <gpaisec.workspace.Workspace.transaction>`:
-   one pass hashes them into the Merkle tree, and one signed checkpoint covers the whole batch.
+2. Record them all in one transaction of their own (:func:`~gpaisec.audit.service.append_committed`:
+   the same statements as :func:`~gpaisec.audit.service.seal`, on the driver's connection, without an
+   ORM session; SQLite writers queue on the workspace's write gate first): one pass hashes them into
+   the Merkle tree, and one signed checkpoint covers the whole batch.
 3. Commit; only then resolve each submitter's future with its sequence numbers.
 4. If anything fails (the database, the signer), every submitter of the batch gets
    :class:`AuditWriteError` and nothing of the batch is committed: a caller that needs its event
@@ -32,15 +34,15 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Final
 
 from gpaisec.audit._entry import EntryError, check_fields, encode_details
-from gpaisec.audit.service import AuditEvent, record_many
+from gpaisec.audit.service import AuditEvent, PreparedAppend, append_committed, prepare_append
 from gpaisec.errors import GpaisecError, InputError, StoreError
-from gpaisec.store.engine import WriteGateBusy
+from gpaisec.store.engine import HeldGate, WriteGateBusy
 
 if TYPE_CHECKING:
     from gpaisec.workspace import Workspace
@@ -153,6 +155,9 @@ class AuditWriter:
         self._closed = False
         # Events appended on an event loop, waiting for that loop's next flush (SQLite only).
         self._inline: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+        # Loops with a commit in flight on the committer thread (at most one each).
+        self._committing: set[asyncio.AbstractEventLoop] = set()
+        self._committer = _Committer()
         self.batches = 0  # committed batches (for tests and benchmarks)
         self.records = 0  # committed records
 
@@ -201,11 +206,13 @@ class AuditWriter:
     async def append_async(self, events: Sequence[AuditEvent], *, timeout: float = DEFAULT_TIMEOUT) -> range:
         """:meth:`append` for an event loop: waits for the commit without holding a thread.
 
-        On SQLite the batch is committed on the loop's own thread: every event appended while the
-        loop was busy is committed together, one callback after the first of them (a commit is a
-        millisecond or two, fsync included). A writer thread would have to win the GIL back from
-        the busy loop after each of its database calls, which measured 10-30 ms per batch. On
-        PostgreSQL (network round trips) the writer thread commits and the loop only awaits it.
+        On SQLite the loop's own thread writes the batch: every event appended while the loop was
+        busy, one callback after the first of them. Only the commit itself (the fsync) runs on a
+        committer thread, so the loop serves requests meanwhile, and what they append is the next
+        batch, written once this commit is done (one commit in flight per loop). A writer thread doing
+        all of it would have to win the GIL back from the busy loop after each of its database calls,
+        which measured 10-30 ms per batch. On PostgreSQL (network round trips) the writer thread
+        commits and the loop only awaits it.
         """
         if self._ws.engine.dialect.name != "sqlite":
             return await self._append_threaded(events, timeout)
@@ -216,25 +223,97 @@ class AuditWriter:
         if state is None:
             state = self._inline[loop] = []
         state.append(_Item(events, future, encoded))
-        if len(state) == 1:
+        if len(state) == 1 and loop not in self._committing:
             loop.call_soon(self._flush_inline, loop)
-        return await future
+        return await _wait(future, timeout)
 
     def _flush_inline(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Commit what the loop's callers appended, in chunks of at most ``max_batch`` records.
+        """Write what the loop's callers appended (at most ``max_batch`` records) and hand its commit
+        to the committer thread; the rest waits for that commit (see :meth:`_committed`).
 
         The loop waits for SQLite's write gate at most INLINE_GATE_WAIT: if another writer (another
         server process, a CLI command, a thread here) holds it longer, the chunk goes to the writer
         thread instead, and the loop serves requests meanwhile. Every caller's future is resolved
-        whatever happens (an unexpected error fails the rest of the batch closed).
+        whatever happens (an unexpected error fails the chunk closed).
         """
-        batch = self._inline.pop(loop, [])
+        if loop in self._committing:  # the commit in flight flushes again when it is done
+            return
+        pending = self._inline.pop(loop, [])
+        chunks = list(_chunks(pending, self._max_batch))
+        if not chunks:
+            return
+        chunk, rest = chunks[0], [i for c in chunks[1:] for i in c]
+        if rest:
+            self._inline[loop] = rest
+            loop.call_soon(self._flush_inline, loop)
         try:
-            for chunk in _chunks(batch, self._max_batch):
-                if not self._commit(chunk, gate_wait=INLINE_GATE_WAIT):
-                    self._hand_over(chunk, loop)
+            self._write_inline(chunk, loop)
         finally:
-            _fail_unresolved([i for i in batch if not i.handed_over], "the audit batch was interrupted")
+            _fail_unresolved([i for i in chunk if not i.handed_over], "the audit batch was interrupted")
+
+    def _write_inline(self, chunk: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        gate = self._ws.sqlite_write_gate
+        try:
+            held = gate.acquire(INLINE_GATE_WAIT) if gate is not None else None
+        except WriteGateBusy:
+            self._hand_over(chunk, loop)
+            return
+        try:
+            prepared = prepare_append(
+                self._ws.engine, self._ws.audit_signer(), [(item.events, item.encoded) for item in chunk]
+            )
+        except Exception as exc:  # nothing written: the chunk fails closed (step 4)
+            if held is not None:
+                held.release()
+            _log_failure(chunk, exc)
+            _fail_unresolved(chunk, _detail(exc))
+            return
+        self._committing.add(loop)
+        for item in chunk:
+            item.handed_over = True  # resolved by _committed
+        self._committer.submit(lambda: self._commit_prepared(prepared, held, chunk, loop))
+
+    def _commit_prepared(
+        self,
+        prepared: PreparedAppend,
+        held: HeldGate | None,
+        chunk: list[_Item],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """On the committer thread: commit, let the next writer in, tell the loop."""
+        error: BaseException | None = None
+        try:
+            prepared.commit()
+        except BaseException as exc:
+            error = exc
+        finally:
+            if held is not None:
+                held.release()
+        try:
+            loop.call_soon_threadsafe(self._committed, loop, chunk, prepared.results, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            self._committing.discard(loop)
+
+    def _committed(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        chunk: list[_Item],
+        results: list[range],
+        error: BaseException | None,
+    ) -> None:
+        """On the loop: resolve the chunk's futures, then write what arrived meanwhile."""
+        self._committing.discard(loop)
+        if error is None:
+            self.batches += 1
+            self.records += sum(len(r) for r in results)
+            for item, seqs in zip(chunk, results, strict=True):
+                if not item.future.done():  # a caller that gave up (cancelled) is not told
+                    item.future.set_result(seqs)
+        else:
+            _log_failure(chunk, error)
+            _fail_unresolved(chunk, _detail(error))
+        if self._inline.get(loop):
+            self._flush_inline(loop)
 
     def _hand_over(self, chunk: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
         """Give a chunk to the writer thread; each caller's loop future follows its thread future."""
@@ -250,18 +329,7 @@ class AuditWriter:
             source.add_done_callback(transfer)
 
     async def _append_threaded(self, events: Sequence[AuditEvent], timeout: float) -> range:
-        future = asyncio.wrap_future(self.submit(events))
-        # asyncio.wait, not wait_for: a timeout must not cancel the writer's future (the writer
-        # resolves every future it took, and the event may still be committed).
-        try:
-            done, _ = await asyncio.wait({future}, timeout=timeout)
-        except asyncio.CancelledError:
-            future.add_done_callback(_consume)
-            raise
-        if not done:
-            future.add_done_callback(_consume)
-            raise _timed_out(timeout)
-        return future.result()
+        return await _wait(asyncio.wrap_future(self.submit(events)), timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread. Later submissions start a new one."""
@@ -324,27 +392,77 @@ class AuditWriter:
             count += len(nxt.events)
         return batch, False
 
-    def _commit(self, batch: list[_Item], *, gate_wait: float | None = None) -> bool:
-        """Commit ``batch`` and resolve its futures; False (nothing done, nothing resolved) only if
-        ``gate_wait`` is given and SQLite's write gate stayed busy that long."""
-        results: list[range] = []
+    def _commit(self, batch: list[_Item]) -> None:
+        """On the writer thread: commit ``batch`` and resolve its futures (all of them, whatever happens)."""
         try:
             # Steps 2-3: one transaction, one checkpoint, committed before anyone hears back.
-            with self._ws.transaction(gate_wait=gate_wait) as s:
-                results = [record_many(s, item.events, details_json=item.encoded) for item in batch]
-        except WriteGateBusy:
-            if gate_wait is not None:
-                return False
-            _fail_unresolved(batch, "the database stayed locked by another writer")
-            return True
+            with self._ws.write_gate():
+                results = append_committed(
+                    self._ws.engine, self._ws.audit_signer(), [(item.events, item.encoded) for item in batch]
+                )
         except Exception as exc:  # any failure fails the whole batch closed (step 4)
-            detail = exc.message if isinstance(exc, GpaisecError) else type(exc).__name__
-            _log.error("audit batch of %d events not committed: %s", len(batch), detail)
-            _fail_unresolved(batch, detail)
-            return True
+            _log_failure(batch, exc)
+            _fail_unresolved(batch, _detail(exc))
+            return
         self.batches += 1
         self.records += sum(len(r) for r in results)
         for item, seqs in zip(batch, results, strict=True):
             if not item.future.done():  # a caller that gave up (cancelled) is not told
                 item.future.set_result(seqs)
-        return True
+
+
+def _detail(exc: BaseException) -> str:
+    if isinstance(exc, WriteGateBusy):
+        return "the database stayed locked by another writer"
+    return exc.message if isinstance(exc, GpaisecError) else type(exc).__name__
+
+
+def _log_failure(batch: list[_Item], exc: BaseException) -> None:
+    _log.error("audit batch of %d events not committed: %s", sum(len(i.events) for i in batch), _detail(exc))
+
+
+async def _wait(future: asyncio.Future[range], timeout: float) -> range:
+    """The future's result, waiting at most ``timeout`` without cancelling it (the writer resolves
+    every future it took, and the event may still be committed)."""
+    try:
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+    except asyncio.CancelledError:
+        future.add_done_callback(_consume)
+        raise
+    if not done:
+        future.add_done_callback(_consume)
+        raise _timed_out(timeout)
+    return future.result()
+
+
+class _Committer:
+    """One thread that runs commits handed to it, in order; it ends after IDLE_EXIT idle seconds
+    (the next submission starts another), like the writer thread, and a forked child starts its own."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid, self._queue, self._thread = os.getpid(), queue.SimpleQueue(), None
+            self._queue.put(job)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="gpaisec-audit-commit", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        while True:
+            try:
+                job = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty() and self._thread is me:
+                        self._thread = None
+                        return
+                continue
+            job()

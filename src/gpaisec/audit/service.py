@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, event, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine, Table, event, func, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from gpaisec.audit._bundle import EXPORT_FORMAT, MANIFEST_CONTEXT, ConsistencyProof, InclusionProof
@@ -63,11 +61,14 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditEvent",
     "ExportResult",
+    "PreparedAppend",
+    "append_committed",
     "LogEntry",
     "consistency",
     "export",
     "has_pending",
     "log",
+    "prepare_append",
     "prove",
     "record",
     "record_many",
@@ -124,30 +125,61 @@ def _sqlite_time(value: dt.datetime) -> str:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _lock_head(session: Session) -> _Pending:
+class _Driver:
+    """The few statements the log's writer runs, on the driver's own cursor (values already in the
+    driver's types; the round trip through the column types is covered by verify).
+
+    Either the cursor of an ORM session's connection (:func:`record` and :func:`seal`, in the caller's
+    transaction) or of a connection of the writer's own (:func:`append_committed`).
+    """
+
+    __slots__ = ("cursor", "ph", "sqlite")
+
+    def __init__(self, cursor: Any, dialect_name: str, paramstyle: str) -> None:
+        self.cursor = cursor
+        self.sqlite = dialect_name == "sqlite"
+        self.ph = "?" if paramstyle == "qmark" else "%s"
+
+    @classmethod
+    def of(cls, session: Session) -> _Driver:
+        conn = session.connection()  # begins the session's transaction if it has not yet
+        dbapi = conn.connection.driver_connection
+        assert dbapi is not None
+        return cls(dbapi.cursor(), conn.dialect.name, conn.dialect.paramstyle)
+
+    def first(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.cursor.execute(sql, params)
+        return self.cursor.fetchone()
+
+    def run(self, sql: str, params: Sequence[Any]) -> int:
+        self.cursor.execute(sql, params)
+        return int(self.cursor.rowcount)
+
+    def many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.cursor.executemany(sql, rows)
+
+    def time(self, value: dt.datetime) -> Any:
+        return _sqlite_time(value) if self.sqlite else value
+
+
+def _lock_head(db: _Driver) -> _Pending:
     """Lock the head row (creating it once) and read the log's size and compact range."""
-    # Straight to the driver (on every append, building the statement cost more than running it).
     # SQLite's BEGIN IMMEDIATE already holds the lock; PostgreSQL locks the row.
-    conn = session.connection()
-    sql = "SELECT origin, size, compact_range FROM audit_head WHERE id = 1"
-    row = conn.exec_driver_sql(sql if conn.dialect.name == "sqlite" else f"{sql} FOR UPDATE").first()
+    sql = "SELECT origin, size, compact_range FROM audit_head WHERE id = 1"  # HEAD_ID
+    sql = sql if db.sqlite else f"{sql} FOR UPDATE"
+    row = db.first(sql)
     if row is None:
-        query = select(_H.c.origin, _H.c.size, _H.c.compact_range).where(_H.c.id == HEAD_ID).with_for_update()
-        values = {
-            "id": HEAD_ID,
-            "origin": f"gpaisec.local/audit/{uuid.uuid4().hex[:16]}",
-            "size": 0,
-            "root": EMPTY_ROOT,
-            "compact_range": b"",
-            "updated_at": utcnow(),
-        }
-        dialect = session.get_bind().dialect.name
         # Two first writers may race to create the row; exactly one insert wins, both then lock it.
-        if dialect == "postgresql":
-            session.execute(pg_insert(_H).values(values).on_conflict_do_nothing(index_elements=["id"]))
-        else:
-            session.execute(sqlite_insert(_H).values(values).on_conflict_do_nothing(index_elements=["id"]))
-        row = session.execute(query).one()
+        origin = f"gpaisec.local/audit/{uuid.uuid4().hex[:16]}"
+        marks = ", ".join([db.ph] * 5)
+        db.run(
+            f"INSERT INTO audit_head (id, origin, size, root, compact_range, updated_at) "  # noqa: S608
+            f"VALUES ({HEAD_ID}, {marks}) ON CONFLICT (id) DO NOTHING",
+            (origin, 0, EMPTY_ROOT, b"", db.time(utcnow())),
+        )
+        row = db.first(sql)
+        if row is None:  # pragma: no cover - the insert or the other writer's insert is there
+            raise AuditIntegrityError("the audit log's head row could not be created")
     origin, size, blob = row
     try:
         compact = CompactRange.from_bytes(size, _b(blob, "the audit head's compact range"))
@@ -163,7 +195,7 @@ def _lock_head(session: Session) -> _Pending:
 def _pending(session: Session) -> _Pending:
     state = session.info.get(_STATE)
     if state is None:
-        state = session.info[_STATE] = _lock_head(session)
+        state = session.info[_STATE] = _lock_head(_Driver.of(session))
     assert isinstance(state, _Pending)
     return state
 
@@ -195,9 +227,11 @@ def record_many(
 
     ``details_json``: each event's :func:`~gpaisec.audit._entry.encode_details`, if already known.
     """
-    state = _pending(session)
+    return _add_rows(_pending(session), events, details_json)
+
+
+def _add_rows(state: _Pending, events: Iterable[AuditEvent], details_json: Sequence[str] | None) -> range:
     first = state.base + len(state.rows)
-    rows = state.rows
     added: list[tuple[int, dt.datetime, str, str, str, bytes]] = []
     now = utcnow()
     for i, ev in enumerate(events):
@@ -214,7 +248,7 @@ def record_many(
         except EntryError as exc:
             raise InputError(f"audit event {i} ({ev.action!r}) cannot be recorded: {exc}") from None
         added.append((first + i, now, ev.actor, ev.action, ev.object, data))
-    rows.extend(added)
+    state.rows.extend(added)
     return range(first, first + len(added))
 
 
@@ -234,46 +268,127 @@ def seal(session: Session, signer: Signer) -> Checkpoint | None:
     if state is None or not state.rows:
         return None
     assert isinstance(state, _Pending)
+    ckpt = _write(_Driver.of(session), state, signer)
+    del session.info[_STATE]
+    return ckpt
+
+
+def _write(db: _Driver, state: _Pending, signer: Signer) -> Checkpoint:
+    """Hash ``state``'s rows into the tree; insert them and the nodes they complete (one multi-row
+    insert each), move the head and insert one signed checkpoint."""
     compact = state.compact.copy()
-    conn = session.connection()
-    sqlite = conn.dialect.name == "sqlite"
     entries: list[tuple[Any, ...]] = []
     nodes: list[tuple[int, bytes]] = []
     append = compact.append
+    to_time = db.time
     for seq, time, actor, action, obj, data in state.rows:
         leaf = leaf_hash(data)
         for level, index, h in append(leaf):
             nodes.append((flat_id(level, index), h))
-        entries.append((seq, _sqlite_time(time) if sqlite else time, actor, action, obj, data, leaf))
+        entries.append((seq, to_time(time), actor, action, obj, data, leaf))
     root = compact.root()
     now = utcnow()
     ckpt = sign_checkpoint(state.origin, compact.size, root, now, signer)
-    # Group commit: one multi-row insert each for entries and nodes, straight to the driver (values are
-    # already in the driver's types; the round trip through the column types is covered by verify).
-    ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    ph = db.ph
     # Only driver placeholders are formatted into these statements (hence noqa: S608).
     marks = ", ".join([ph] * 7)
-    conn.exec_driver_sql(f"INSERT INTO {_ENTRY_COLUMNS} VALUES ({marks})", entries)  # noqa: S608
+    db.many(f"INSERT INTO {_ENTRY_COLUMNS} VALUES ({marks})", entries)  # noqa: S608
     if nodes:
-        conn.exec_driver_sql(f"INSERT INTO audit_node (id, hash) VALUES ({ph}, {ph})", nodes)  # noqa: S608
-    stamp = _sqlite_time(now) if sqlite else now
-    moved = conn.exec_driver_sql(
+        db.many(f"INSERT INTO audit_node (id, hash) VALUES ({ph}, {ph})", nodes)  # noqa: S608
+    stamp = to_time(now)
+    moved = db.run(
         f"UPDATE audit_head SET size = {ph}, root = {ph}, compact_range = {ph}, updated_at = {ph} "  # noqa: S608
         f"WHERE id = {HEAD_ID} AND size = {ph}",
         (compact.size, root, compact.to_bytes(), stamp, state.base),
     )
-    if moved.rowcount != 1:
+    if moved != 1:
         raise AuditIntegrityError(
             "the audit log's head moved while this transaction held its lock",
             hint="nothing was committed; retry",
         )
     marks = ", ".join([ph] * 5)
-    conn.exec_driver_sql(
+    db.run(
         f"INSERT INTO audit_checkpoint (size, root, time, key_id, note) VALUES ({marks})",  # noqa: S608
         (ckpt.size, root, stamp, ckpt.key_id, ckpt.note),
     )
-    del session.info[_STATE]
     return ckpt
+
+
+class PreparedAppend:
+    """A batch of events written and sealed in a transaction of its own, not yet committed: its
+    connection holds the database's write lock until :meth:`commit` or :meth:`abort` (either may run
+    on another thread than the one that prepared it). ``results``: each run's sequence numbers."""
+
+    __slots__ = ("_raw", "results")
+
+    def __init__(self, raw: Any, results: list[range]) -> None:
+        self._raw = raw
+        self.results = results
+
+    def commit(self) -> None:
+        """Commit (on SQLite with ``synchronous=FULL``: fsync) and give the connection back; on any
+        failure nothing is committed and the error is raised."""
+        raw, self._raw = self._raw, None
+        if raw is None:
+            raise AuditIntegrityError("this batch was already committed or aborted")
+        try:
+            raw.commit()
+        except BaseException:
+            _discard(raw)
+            raise
+        raw.close()
+
+    def abort(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            _discard(raw)
+
+
+def _discard(raw: Any) -> None:
+    try:
+        raw.rollback()
+    except Exception:  # the connection is gone: the pool must not hand it out again
+        raw.invalidate()
+    finally:
+        raw.close()
+
+
+def prepare_append(
+    engine: Engine,
+    signer: Signer,
+    items: Sequence[tuple[Sequence[AuditEvent], Sequence[str] | None]],
+) -> PreparedAppend:
+    """Record every run of events in ``items`` (with their details already encoded, or None) and seal
+    them, in one transaction of their own on a connection of the engine's pool, without committing
+    it: the group writer's batch (:mod:`gpaisec.audit.group`), without an ORM session. SQLite callers
+    hold the workspace's write gate until the commit. Raises (nothing written) on any failure, the
+    driver's own errors included.
+    """
+    raw = engine.raw_connection()
+    try:
+        dialect = engine.dialect
+        db = _Driver(raw.cursor(), dialect.name, dialect.paramstyle)
+        if db.sqlite:
+            db.cursor.execute("BEGIN IMMEDIATE")
+        state = _lock_head(db)
+        results = [_add_rows(state, events, encoded) for events, encoded in items]
+        _write(db, state, signer)
+        db.cursor.close()
+    except BaseException:
+        _discard(raw)
+        raise
+    return PreparedAppend(raw, results)
+
+
+def append_committed(
+    engine: Engine,
+    signer: Signer,
+    items: Sequence[tuple[Sequence[AuditEvent], Sequence[str] | None]],
+) -> list[range]:
+    """:func:`prepare_append`, then commit: each run's sequence numbers once they are durable."""
+    prepared = prepare_append(engine, signer, items)
+    prepared.commit()
+    return prepared.results
 
 
 # Session bookkeeping: entries recorded in a savepoint that rolls back are dropped; a transaction's

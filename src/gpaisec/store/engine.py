@@ -119,6 +119,17 @@ class SqliteWriteGate:
         if getattr(self._local, "held", False):
             yield
             return
+        held = self.acquire(timeout)
+        self._local.held = True
+        try:
+            yield
+        finally:
+            self._local.held = False
+            held.release()
+
+    def acquire(self, timeout: float | None = None) -> HeldGate:
+        """Take the gate (not reentrant: the caller releases it, from any thread); wait at most
+        ``timeout`` (default: the gate's), then :class:`WriteGateBusy`."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -133,7 +144,7 @@ class SqliteWriteGate:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
+                    return HeldGate(fd)
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise WriteGateBusy(
@@ -143,13 +154,23 @@ class SqliteWriteGate:
                         ) from None
                     time.sleep(delay)
                     delay = min(delay * 2, self.POLL_MAX)
-            self._local.held = True
-            try:
-                yield
-            finally:
-                self._local.held = False
-        finally:
-            os.close(fd)  # releases the lock
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+class HeldGate:
+    """The write gate, held until :meth:`release` (idempotent; closing the descriptor unlocks)."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def write_gate(engine: Engine) -> SqliteWriteGate | None:
