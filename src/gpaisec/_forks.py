@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Server", "collect", "fork_worker", "pump", "reap", "serve"]
+__all__ = ["Server", "ahead", "collect", "fork_worker", "pump", "reap", "serve"]
 
 
 def fork_worker(work: Callable[[], dict[str, Any]]) -> tuple[int, int] | None:
@@ -85,6 +85,19 @@ def reap(children: Iterable[tuple[int, int]]) -> None:
 # -- children that serve requests -------------------------------------------------------------------
 
 _READ_SIZE = 1 << 16
+_MIN_AHEAD = 2
+_MAX_AHEAD = 64
+
+
+def ahead(pending: int, processes: int) -> int:
+    """How many units of work a child should hold unanswered, when ``pending`` are left to share.
+
+    A child that runs dry waits for the parent to send more, and on a busy machine the parent may
+    be off its core for a whole time slice: so while much is left, each child holds a good share
+    of it (a quarter of its part of ``pending``). Toward the end that share shrinks to two units,
+    so that no process is left holding work while another has nothing to do.
+    """
+    return max(_MIN_AHEAD, min(_MAX_AHEAD, pending // (2 * processes)))
 
 
 class Server:
@@ -101,9 +114,17 @@ class Server:
         self._ending = False  # no more requests: the request pipe closes once _out is written
         os.set_blocking(to_child, False)
 
+    @property
+    def accepting(self) -> bool:
+        """Alive and not told that requests have ended: :meth:`send` would deliver."""
+        return self.alive and not self._ending
+
     def send(self, request: bytes) -> None:
-        """Queue one request; written now as far as the pipe takes it, the rest by :func:`pump`."""
-        if self.alive and not self._ending:
+        """Queue one request; written now as far as the pipe takes it, the rest by :func:`pump`.
+
+        A request to a server that is not :attr:`accepting` is dropped.
+        """
+        if self.accepting:
             self._out += len(request).to_bytes(4, "little") + request
             self._write()
 

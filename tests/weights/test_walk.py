@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from gpaisec import _forks
 from gpaisec.errors import InputError
 from gpaisec.weights import walk as walk_module
 from gpaisec.weights.fingerprint import digest_file
@@ -396,12 +395,21 @@ def test_parallel_walk_finds_exactly_what_the_serial_walk_finds(
 
 
 def test_a_failed_worker_share_is_walked_again(wide_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_dumps(*_args: object, **_kwargs: object) -> str:
+    def broken(*_args: object, **_kwargs: object) -> bytes:
         raise RuntimeError("worker cannot report")
 
-    monkeypatch.setattr(_forks.json, "dumps", broken_dumps)
     serial = _summary(*walk_all(wide_tree, min_size=100))
+    monkeypatch.setattr(Walker, "_serve_subtree", broken)  # every worker dies on its first subtree
     assert _summary(*walk_all(wide_tree, min_size=100, workers=2)) == serial
+
+
+def test_an_unreadable_answer_is_walked_again(wide_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def garbled(*_args: object, **_kwargs: object) -> bytes:
+        return b"not marshal"
+
+    serial = _summary(*walk_all(wide_tree, min_size=100))
+    monkeypatch.setattr(Walker, "_serve_subtree", garbled)
+    assert _summary(*walk_all(wide_tree, min_size=100, workers=3)) == serial
 
 
 def test_a_walk_goes_on_when_fork_fails(wide_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,14 +23,14 @@ the thing to stay clear of):
 * Many small files, in a process with no other thread (the CLI, a batch job; never a threaded
   server): once the walk has found enough files to be worth it, ``workers - 1`` children are
   forked, and the walk goes on while they hash. Batches of files go to the children as they are
-  found (their OS paths, NUL-separated, through a pipe), each child kept a couple of batches
-  ahead; once the walk is done this process hashes the remaining batches itself, newest first,
-  while the children keep taking the oldest. A child answers each batch with its files' sizes and
-  digests (``marshal``), and exits when its request pipe closes. Threads gain little here: every
-  system call releases and takes back the GIL, and with two threads that hand-off is itself a
-  futex call per system call, which costs as much as the call on a virtual machine. A batch
-  whose child failed is hashed here again. A file that turns out large is handed back with its
-  size and hashed here as below.
+  found (their OS paths, NUL-separated, through a pipe), each child kept some batches ahead
+  (``_forks.ahead``: many while many are left, two at the end); once the walk is done this
+  process hashes the remaining batches itself, newest first, while the children keep taking the
+  oldest. A child answers each batch with its files' sizes and digests (``marshal``), and exits
+  when its request pipe closes. Threads gain little here: every system call releases and takes
+  back the GIL, and with two threads that hand-off is itself a futex call per system call, which
+  costs as much as the call on a virtual machine. A batch whose child failed is hashed here
+  again. A file that turns out large is handed back with its size and hashed here as below.
 
 The walk visits each directory's entries in name order, so files come out in manifest order
 (component-wise, see ``path_sort_key``) and the manifest's final sort has nothing to reorder.
@@ -81,7 +81,6 @@ is known once every file has been opened); the last call has ``bytes_done == byt
 
 _SMALL: Final = 1 << 20  # files up to this size are read whole, in one read, by a pool worker
 _BATCH_FILES: Final = 128  # files per pool task or request to a child process
-_AHEAD: Final = 2  # batches sent to a child process and not yet answered
 _B3_WINDOW: Final = 256 << 20  # mmap window per BLAKE3 update on all cores
 _SHA_WINDOW: Final = 64 << 20  # mmap window per SHA-256 update
 _SHARD_TASK_BYTES: Final = 256 << 20  # shards of a large file are grouped into tasks this big
@@ -460,8 +459,8 @@ def _hash_small_in_processes(
 ) -> tuple[list[Resource], list[_Entry], int]:
     """Hash ``head`` and the rest of ``walk`` in ``workers - 1`` forked children and here.
 
-    The children start while the walk goes on. Each child is kept ``_AHEAD`` batches ahead: when
-    one falls below, it is sent the oldest walked batch; this process walks, and once the walk is
+    The children start while the walk goes on. Each child is kept ``_forks.ahead`` batches ahead:
+    when one falls below, it is sent the oldest walked batch; this process walks, and once the walk is
     done hashes the newest batch itself. So the walk overlaps the hashing, and at the end no
     process waits for another for longer than about one batch. A child that fails has its
     unanswered batches hashed here; a file a child cannot read raises here as it would have here.
@@ -512,7 +511,7 @@ def _hash_small_in_processes(
                 if not server.alive:  # it failed: its unanswered batches are hashed here
                     pending.extendleft(answered)
                     answered.clear()
-                while server.alive and len(answered) < _AHEAD and pending:
+                while server.accepting and len(answered) < _forks.ahead(len(pending), workers) and pending:
                     seq = pending.popleft()
                     answered.append(seq)
                     server.send(os.fsencode("\0".join(batches[seq][1])))

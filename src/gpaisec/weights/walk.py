@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import enum
 import errno
+import marshal
 import os
 import stat
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
@@ -274,10 +276,14 @@ class Walker:
     # run on different cores. With ``workers`` > 1 (and symlinks not followed, so that loop detection
     # needs no shared state):
     #   1. the top of the tree is walked here until there are enough directories to share out;
-    #   2. ``workers - 1`` forked children each walk an interleaved share, this process walks the
-    #      last share itself, yielding as it goes;
-    #   3. each child sends back its candidates, problems and counters as JSON through a pipe and
-    #      exits with os._exit; a share whose child failed is walked again here.
+    #   2. ``workers - 1`` children are forked; each is sent those directories one at a time (the
+    #      oldest not yet taken), is kept some ahead (``_forks.ahead``: many while many are left,
+    #      two at the end), walks each whole subtree and answers with its candidates, problems and
+    #      counters (``marshal``);
+    #   3. meanwhile this process walks the subtrees from the other end, yielding as it goes, and
+    #      yields a child's candidates when they come. So the shares balance themselves however
+    #      uneven the subtrees and however busy the cores. A subtree whose child failed is walked
+    #      again here.
     # fork() is only safe in a process without other threads: use workers > 1 from the CLI, not
     # from inside a threaded server.
 
@@ -294,60 +300,79 @@ class Walker:
         if len(frontier) < self.workers:
             yield from self._drain(frontier)
             return
-        # Step 2: the children, then this process's own share.
-        shares = [frontier[i :: self.workers] for i in range(self.workers)]
-        children: list[tuple[int, int, list[_Pending]]] = []
-        own = list(shares[0])
+        # Step 2: the children.
+        pending = deque(frontier)
+        servers: list[_forks.Server] = []
+        sent: dict[_forks.Server, deque[_Pending]] = {}
+        finished = False
         try:
-            for share in shares[1:]:
-                child = self._fork(share)
-                if child is None:  # could not fork: walk that share here
-                    own.extend(share)
+            for _ in range(self.workers - 1):
+                server = _forks.serve(self._serve_subtree, others=servers)
+                if server is not None:
+                    servers.append(server)
+                    sent[server] = deque()
+            while True:
+                _forks.pump(servers)
+                for server in servers:
+                    taken = sent[server]
+                    while server.replies:
+                        subtree = taken.popleft()
+                        found = self._answer(server.replies.popleft())
+                        if found is None:  # unreadable: walk it here
+                            pending.append(subtree)
+                        else:
+                            yield from found
+                    if not server.alive:  # it failed: its subtrees are walked here
+                        pending.extend(taken)
+                        taken.clear()
+                    while (
+                        server.accepting and len(taken) < _forks.ahead(len(pending), self.workers) and pending
+                    ):
+                        subtree = pending.popleft()
+                        taken.append(subtree)
+                        server.send(marshal.dumps((subtree[0], list(subtree[1]))))
+                    if not pending:
+                        server.close_requests()  # it exits once it has answered the last ones
+                # Step 3: a subtree here, the newest one.
+                if pending:
+                    path, ancestors = pending.pop()
+                    yield from self._drain([(path, ancestors)])
+                elif any(sent.values()):
+                    _forks.pump(servers, None)
                 else:
-                    children.append(child)
-            yield from self._drain(own)
-            # Step 3: the children's results.
-            while children:
-                pid, read_fd, share = children.pop(0)
-                result = self._collect(pid, read_fd)
-                if result is None:
-                    yield from self._drain(list(share))
-                else:
-                    yield from result
+                    finished = True
+                    break
         finally:
-            _forks.reap((pid, read_fd) for pid, read_fd, _share in children)  # abandoned early
+            for server in servers:
+                if finished:
+                    server.stop()
+                else:
+                    server.kill()  # abandoned early
 
-    def _fork(self, share: list[_Pending]) -> tuple[int, int, list[_Pending]] | None:
-        def work() -> dict[str, Any]:
-            self._problems, self._counts = [], dict.fromkeys(self._counts, 0)
-            prepare = self.prepare
-            found = [
-                [c.to_record(), prepare(c) if prepare is not None else None] for c in self._drain(list(share))
-            ]
-            return {
-                "candidates": found,
-                "problems": [[p.kind.value, p.path, p.detail] for p in self._problems],
-                "counts": self._counts,
-            }
+    def _serve_subtree(self, request: bytes) -> bytes:
+        """In a forked child: walk one subtree and answer with what it found (marshal)."""
+        path, ancestors = marshal.loads(request)  # noqa: S302 - from our own parent, through a pipe
+        self._problems, self._counts = [], dict.fromkeys(self._counts, 0)
+        prepare = self.prepare
+        found = [
+            (c.to_record(), prepare(c) if prepare is not None else None)
+            for c in self._drain([(path, frozenset(map(tuple, ancestors)))])
+        ]
+        problems = [(p.kind.value, p.path, p.detail) for p in self._problems]
+        return marshal.dumps((found, problems, self._counts))
 
-        child = _forks.fork_worker(work)
-        return None if child is None else (*child, share)
-
-    def _collect(self, pid: int, read_fd: int) -> list[Candidate] | None:
-        """A child's results, or None if it failed (its share is then walked again here)."""
-        payload = _forks.collect(pid, read_fd)
-        if payload is None:
-            return None
+    def _answer(self, reply: bytes) -> list[Candidate] | None:
+        """A child's answer for one subtree, or None if it cannot be read (walk it here)."""
         try:
-            problems = [ScanProblem(ProblemKind(k), p, d) for k, p, d in payload["problems"]]
-            candidates = [
-                Candidate.from_record(record, prepared) for record, prepared in payload["candidates"]
-            ]
-            counts = {name: int(payload["counts"][name]) for name in self._counts}
-        except (ValueError, KeyError, TypeError):
+            # our own forked child, through a pipe only the two processes hold
+            found, problems, counts = marshal.loads(reply)  # noqa: S302
+            candidates = [Candidate.from_record(list(record), prepared) for record, prepared in found]
+            reported = [ScanProblem(ProblemKind(k), p, d) for k, p, d in problems]
+            added = {name: int(counts[name]) for name in self._counts}
+        except (ValueError, KeyError, TypeError, EOFError):
             return None
-        self._problems.extend(problems)
-        for name, value in counts.items():
+        self._problems.extend(reported)
+        for name, value in added.items():
             self._counts[name] += value
         return candidates
 
