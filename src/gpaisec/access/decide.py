@@ -36,6 +36,7 @@ import datetime as dt
 import functools
 import hashlib
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -102,9 +103,22 @@ def _fail_closed(message: str) -> Decision:
     )
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _plausible(name: str) -> bool:
     """A name the store could hold: no control characters (PostgreSQL refuses NUL), bounded length."""
-    return 0 < len(name) <= _MAX_NAME and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+    return 0 < len(name) <= _MAX_NAME and _CONTROL.search(name) is None
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(text: str) -> bool:
+    # Cached: a policy enforcement point asks from the same few addresses again and again.
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _effective(state: str, expires_at: dt.datetime | None, now: dt.datetime) -> str:
@@ -308,10 +322,8 @@ def prepare_decision(
     now = now or utcnow()
     if action not in ("read", "write", "export"):
         raise InputError(f"unknown action {action!r}", hint="read, write or export")
-    try:
-        ipaddress.ip_address(source_ip)
-    except ValueError:
-        raise InputError(f"{source_ip!r} is not an IP address") from None
+    if not _is_ip(source_ip):
+        raise InputError(f"{source_ip!r} is not an IP address")
     with read_transaction(ws.engine) as r:
         decision, ref, facts = _decide(
             r, ws, username, action, version_ref, session, device, source_ip, now, policies

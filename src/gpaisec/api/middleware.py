@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,6 +41,7 @@ class GuardMiddleware:
         self.max_request_bytes = max_request_bytes
         self.tls = tls
         self.docs_paths = docs_paths
+        self._cache: dict[tuple[bool, bool], tuple[list[tuple[bytes, bytes]], frozenset[bytes]]] = {}
 
     def _headers(self, scope: Scope) -> list[tuple[str, str]]:
         csp = DOCS_CSP if scope.get("path") in self.docs_paths else JSON_CSP
@@ -59,6 +59,15 @@ class GuardMiddleware:
         if self.tls or scope.get("scheme") == "https":
             out.append(("Strict-Transport-Security", HSTS))
         return out
+
+    def _encoded(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], frozenset[bytes]]:
+        """:meth:`_headers` as ASGI header pairs and their names, built once per kind of answer."""
+        key = (scope.get("path") in self.docs_paths, scope.get("scheme") == "https")
+        found = self._cache.get(key)
+        if found is None:
+            pairs = [(k.lower().encode(), v.encode()) for k, v in self._headers(scope)]
+            found = self._cache[key] = (pairs, frozenset(k for k, _ in pairs))
+        return list(found[0]), found[1]
 
     async def _problem(self, send: Send, scope: Scope, status: int, title: str, detail: str) -> None:
         problem = {"type": "about:blank", "title": title, "status": status, "detail": detail}
@@ -90,15 +99,16 @@ class GuardMiddleware:
             return message
 
         started = False
-        extra = self._headers(scope)
+        extra, names = self._encoded(scope)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = MutableHeaders(scope=message)
-                for key, value in extra:
-                    headers[key] = value
+                # Ours replace any the app set (as MutableHeaders' __setitem__ would, in one pass).
+                message["headers"] = [
+                    h for h in message.get("headers", ()) if h[0].lower() not in names
+                ] + extra
             await send(message)
 
         try:

@@ -43,7 +43,7 @@ _Processor = Callable[[Any], Any] | None
 
 
 class _Compiled:
-    __slots__ = ("binds", "defaults", "names", "positional", "results", "row", "sql")
+    __slots__ = ("binds", "convert_at", "plan", "positional", "row", "sql")
 
     def __init__(self, stmt: Any, dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -51,37 +51,48 @@ class _Compiled:
             raise ValueError("a fast query cannot hold parameters expanded at run time (IN lists)")
         self.sql: str = compiled.string
         self.positional: bool = bool(compiled.positional)
-        self.names: tuple[str, ...] = tuple(compiled.positiontup or compiled.binds)
-        self.defaults: dict[str, Any] = dict(compiled.params)
-        self.binds: dict[str, _Processor] = {
-            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
-            for name, bind in compiled.binds.items()
-        }
+        names: tuple[str, ...] = tuple(compiled.positiontup or compiled.binds)
+        defaults = dict(compiled.params)
+        self.binds: frozenset[str] = frozenset(compiled.binds)
+        # Per parameter, in the driver's order: its name, its type's bind processor, its default.
+        self.plan: tuple[tuple[str, _Processor, Any], ...] = tuple(
+            (
+                name,
+                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
+                defaults.get(name),
+            )
+            for name in names
+        )
         columns = list(stmt.selected_columns)
-        self.results: tuple[_Processor, ...] = tuple(
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+        processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+        # Only the columns whose values need converting (most come back from the driver as they are).
+        self.convert_at: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
+            (i, p) for i, p in enumerate(processors) if p is not None
         )
         self.row: Any = namedtuple("Row", list(stmt.selected_columns.keys()), rename=True)  # type: ignore[misc]  # noqa: PYI024
 
-    def parameters(self, given: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-        unknown = given.keys() - self.binds.keys()
-        if unknown:
-            raise ValueError(f"the query has no parameter {sorted(unknown)[0]!r}")
-        values = {**self.defaults, **given}
-        out = {}
-        for name in self.names:
-            value = values.get(name)
-            process = self.binds[name]
-            out[name] = process(value) if process is not None and value is not None else value
+    def parameters(self, given: dict[str, Any]) -> list[Any] | dict[str, Any]:
+        if not self.binds.issuperset(given):
+            unknown = sorted(set(given) - self.binds)
+            raise ValueError(f"the query has no parameter {unknown[0]!r}")
+        values = [
+            (value if process is None or value is None else process(value))
+            for name, process, default in self.plan
+            for value in (given.get(name, default),)
+        ]
         if self.positional:
-            return tuple(out[name] for name in self.names)
-        return out
+            return values
+        return dict(zip((name for name, _, _ in self.plan), values, strict=True))
 
     def convert(self, raw: tuple[Any, ...]) -> Any:
-        return self.row._make(
-            value if process is None or value is None else process(value)
-            for process, value in zip(self.results, raw, strict=True)
-        )
+        if not self.convert_at:
+            return self.row._make(raw)
+        values = list(raw)
+        for i, process in self.convert_at:
+            value = values[i]
+            if value is not None:
+                values[i] = process(value)
+        return self.row._make(values)
 
 
 class Query:
