@@ -18,6 +18,7 @@ leaves with ``os._exit`` (no cleanup of the parent's state runs twice). Two shap
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import select
@@ -27,6 +28,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["Server", "ahead", "collect", "fork_worker", "pump", "reap", "serve"]
+
+
+def _quiet_child() -> None:
+    """No cyclic garbage collection in a child: it lives briefly, and a collection would write to
+    (and so copy) every page of the heap it shares with its parent."""
+    gc.disable()
 
 
 def fork_worker(work: Callable[[], dict[str, Any]]) -> tuple[int, int] | None:
@@ -44,6 +51,7 @@ def fork_worker(work: Callable[[], dict[str, Any]]) -> tuple[int, int] | None:
     if pid == 0:  # the child: work, report, exit without running any cleanup
         status = 1
         try:
+            _quiet_child()
             os.close(read_fd)
             payload = work()
             with os.fdopen(write_fd, "wb") as sink:
@@ -215,6 +223,7 @@ def serve(handle: Callable[[bytes], bytes], *, others: Iterable[Server] = ()) ->
     if pid == 0:  # the child: answer requests until the parent closes them, then exit
         status = 1
         try:
+            _quiet_child()
             os.close(req_w)
             os.close(rep_r)
             for other in others:
