@@ -9,6 +9,7 @@ from sqlalchemy import select
 from gpaisec.access import accounts, grants
 from gpaisec.access.decide import check_access
 from gpaisec.audit.models import AuditEntry
+from gpaisec.errors import InputError, NotFoundError
 from gpaisec.store.base import utcnow
 from gpaisec.weights import registry
 from gpaisec.workspace import Workspace
@@ -126,3 +127,52 @@ def test_service_account_needs_scope_and_grant(workspace: Workspace, bad: str) -
     accounts.issue_token(workspace, "eval-bot", scopes=["weights:read"])
     d = check_access(workspace, "eval-bot", bad, "atlas:v3", device="laptop-bob")
     assert not d.allowed
+
+
+def location_grant(ws: Workspace, tokens: dict[str, str], scope: str) -> str:
+    gid = grants.request_grant(
+        ws, "alice", scope, "read", duration=dt.timedelta(days=1), reason="evaluate the v3 checkpoint"
+    ).id
+    grants.approve_grant(ws, gid, session_token=tokens["bob"])
+    grants.approve_grant(ws, gid, session_token=tokens["carol"])
+    return gid
+
+
+def test_a_grant_for_one_copy_covers_that_copy_only(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    registry.add_device(workspace, "gpu-node-17", managed=True, disk_encrypted=True)
+    registry.add_location(workspace, "gpu-node-17:/srv/ckpt/atlas", approve=["atlas:v3"])
+    registry.add_location(workspace, "s3://vault/atlas", approve=["atlas:v3"])
+    registry.add_location(workspace, "gpu-node-17:/scratch", approve=[])
+    here, there = "atlas:v3@gpu-node-17:/srv/ckpt/atlas", "atlas:v3@s3://vault/atlas"
+    session = w.tokens["alice"]
+    location_grant(workspace, w.tokens, here)
+
+    d = check_access(workspace, "alice", "read", here, session=session, explain=True)
+    assert d.allowed, d.reasons
+    assert d.determining_policies == ("permit-unreleased-with-grant",)
+    # Not another copy, and not the version wherever it is.
+    for elsewhere in (there, "atlas:v3"):
+        d = check_access(workspace, "alice", "read", elsewhere, session=session)
+        assert not d.allowed
+        assert d.determining_policies == ("forbid-no-grant",), elsewhere
+    # A location not approved for the version is refused by name, before any policy.
+    d = check_access(workspace, "alice", "read", "atlas:v3@gpu-node-17:/scratch", session=session)
+    assert not d.allowed
+    assert "not approved for atlas:v3" in d.reasons[0]
+    # A grant for the whole version then covers every approved copy.
+    active_grant(workspace, w.tokens)
+    assert check_access(workspace, "alice", "read", there, session=session).allowed
+    assert check_access(workspace, "alice", "read", "atlas:v3", session=session).allowed
+    logged = decisions(workspace)
+    assert [x["allowed"] for x in logged] == [True, False, False, False, True, True]
+    assert logged[0]["facts"]["grant"]["location"] == "gpu-node-17:/srv/ckpt/atlas"
+
+
+def test_an_unknown_or_malformed_location_is_a_clear_error(workspace: Workspace) -> None:
+    make_world(workspace)
+    with pytest.raises(NotFoundError, match="no location gpu-node-99:/nowhere"):
+        check_access(workspace, "alice", "read", "atlas:v3@gpu-node-99:/nowhere")
+    for bad in ("atlas:v3@", "atlas:v3@relative/path", "atlas:v3@ftp://x/y"):
+        with pytest.raises(InputError):
+            check_access(workspace, "alice", "read", bad)

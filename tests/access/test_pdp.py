@@ -94,6 +94,7 @@ class World:
             model_version_entity("m1", model="frontier", released=self.released),
             model_version_entity("m2", model="frontier", released=False),
             location_entity("s3-m1", version="m1"),
+            location_entity("s3-m1-backup", version="m1"),
             location_entity("s3-m2", version="m2"),
         ]
         if self.grant:
@@ -263,9 +264,14 @@ def test_released_version_is_not_writable_by_default(pdp: PDP) -> None:
     assert "denied by default" in d.reasons[0]
 
 
-def test_location_needs_a_grant_for_that_location(pdp: PDP) -> None:
+def test_a_location_is_covered_by_its_own_grant_or_its_versions(pdp: PDP) -> None:
     assert decide(pdp, World(grant_location="s3-m1"), resource=S3_M1).allowed
-    d = decide(pdp, World(), resource=S3_M1)  # the grant covers the version, not this copy
+    assert decide(pdp, World(), resource=S3_M1).allowed  # a grant for the version covers each copy
+    # A grant for one copy covers neither another copy nor the version everywhere.
+    for other in ("s3-m1-backup", "s3-m2"):  # another copy of the same version, a copy of another one
+        d = decide(pdp, World(grant_location="s3-m1"), resource=uid("Location", other))
+        assert d.determining_policies == ("forbid-grant-wrong-resource",), other
+    d = decide(pdp, World(grant_location="s3-m1"))
     assert d.determining_policies == ("forbid-grant-wrong-resource",)
     d = decide(pdp, World(grant=False), resource=S3_M1)
     assert d.determining_policies == ("forbid-no-grant",)
@@ -775,7 +781,8 @@ def valid_grant(
     if resource["type"] == "Gpaisec::ModelVersion":
         right_resource = g["version"] == resource and "location" not in g
     else:
-        right_resource = g.get("location") == resource and g["version"]["id"] == "m1"
+        location_version = {"l1": "m1", "l2": "m2"}[resource["id"]]
+        right_resource = g["version"]["id"] == location_version and g.get("location", resource) == resource
     if principal["type"] == "Gpaisec::Person":
         right_principal = g["requester"] == principal and "service_account" not in g
     else:

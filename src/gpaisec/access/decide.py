@@ -40,7 +40,7 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import aliased
 
 from gpaisec.access import pdp as pdp_mod
@@ -51,8 +51,8 @@ from gpaisec.audit.service import AuditEvent
 from gpaisec.errors import ConfigError, DeniedError, InputError, NotFoundError
 from gpaisec.store.base import utcnow
 from gpaisec.store.fastsql import Query, Reader, read_transaction
-from gpaisec.weights.models import Device, Model, ModelVersion
-from gpaisec.weights.registry import parse_version_ref
+from gpaisec.weights.models import Device, Location, LocationApproval, Model, ModelVersion
+from gpaisec.weights.registry import parse_location, parse_version_ref
 from gpaisec.workspace import Workspace
 
 __all__ = [
@@ -189,6 +189,7 @@ _GRANTS = (
         Grant.expires_at,
         Grant.service_account_id,
         Grant.version_id,
+        Grant.location_id,
         Grant.action,
         _Requester.id.label("requester_id"),
         _Requester.person_id.label("requester_person"),
@@ -197,7 +198,9 @@ _GRANTS = (
     .where(
         Grant.version_id == bindparam("version"),
         Grant.action == bindparam("action"),
-        Grant.location_id.is_(None),
+        # A grant for the version covers it everywhere; one for a copy covers only that copy (asked
+        # about by location; "" matches no location, so a request for the version gets version grants).
+        or_(Grant.location_id.is_(None), Grant.location_id == bindparam("location")),
         Grant.state != "denied",
     )
 )
@@ -209,6 +212,28 @@ _HUMAN_GRANTS = Query(
         Grant.requested_at.desc()
     )
 )
+_LOCATION_COLUMNS = (
+    Location.id,
+    Location.path,
+    Location.retired_at,
+    LocationApproval.version_id.label("approved_version"),
+)
+_LOCATION = (
+    select(*_LOCATION_COLUMNS)
+    .select_from(Location)
+    .outerjoin(
+        LocationApproval,
+        and_(
+            LocationApproval.location_id == Location.id, LocationApproval.version_id == bindparam("version")
+        ),
+    )
+    .where(Location.path == bindparam("path"))
+    .limit(1)
+)
+_LOCATION_ON_DEVICE = Query(
+    _LOCATION.join(Device, Device.id == Location.device_id).where(Device.name == bindparam("device"))
+)
+_LOCATION_AT_URI = Query(_LOCATION.where(Location.device_id.is_(None)))
 _APPROVALS = Query(
     select(_Approver.id, _Approver.person_id, _Approver.username)
     .select_from(GrantApproval)
@@ -246,17 +271,40 @@ def _read_scopes(r: Reader, account_id: str, now: dt.datetime) -> list[str]:
 
 
 def _read_grant(
-    r: Reader, account_id: str, kind: str, version_id: str, action: str, now: dt.datetime
+    r: Reader,
+    account_id: str,
+    kind: str,
+    version_id: str,
+    action: str,
+    now: dt.datetime,
+    location_id: str | None = None,
 ) -> tuple[Any, list[Any]] | None:
-    """The grant for exactly this version and action (active first, else the newest not denied),
-    with its approvals (approver's person id or account id, and user name) in approval order."""
+    """The grant for this version (or this copy of it, ``location_id``) and action: active first
+    (one for the copy before one for the whole version), else the newest not denied; with its
+    approvals (approver's person id or account id, and user name) in approval order."""
     q = _SERVICE_GRANTS if kind == "service" else _HUMAN_GRANTS
-    rows = r.all(q, account=account_id, version=version_id, action=action)
+    rows = r.all(q, account=account_id, version=version_id, action=action, location=location_id or "")
     if not rows:
         return None
     active = [g for g in rows if _effective(g.state, g.expires_at, now) == "active"]
+    active.sort(key=lambda g: g.location_id is None)  # stable: newest first within each kind
     grant = (active or rows)[0]
     return grant, r.all(_APPROVALS, grant=grant.id)
+
+
+def _read_location(r: Reader, where: str, version_id: str) -> Any:
+    """The registered location ``where`` (``DEVICE:/path`` or a URI), with ``approved_version`` set
+    if it is approved for ``version_id``."""
+    spec = parse_location(where)
+    if not _plausible(spec.path) or (spec.device is not None and not _plausible(spec.device)):
+        row = None
+    elif spec.device is None:
+        row = r.first(_LOCATION_AT_URI, path=spec.path, version=version_id)
+    else:
+        row = r.first(_LOCATION_ON_DEVICE, path=spec.path, device=spec.device, version=version_id)
+    if row is None:
+        raise NotFoundError(f"no location {where}", hint="see `gpaisec locations list`")
+    return row
 
 
 def check_access(
@@ -344,8 +392,12 @@ def _decide(
     policies: PolicySet | None,
 ) -> tuple[Decision, str, dict[str, Any]]:
     account = _read_account(s, username)
-    version = _read_version(s, version_ref)
+    version_part, at, where = version_ref.partition("@")
+    version = _read_version(s, version_part.strip())
     ref = f"{version[2]}:{version[3]}"
+    location = _read_location(s, where.strip(), version.id) if at else None
+    if location is not None:
+        ref = f"{ref}@{where.strip()}"
     facts: dict[str, Any] = {"principal": username, "action": action, "version": ref}
     entities: list[dict[str, Any]] = []
     # Step 1: the principal.
@@ -405,11 +457,19 @@ def _decide(
         device_id, managed = "unknown", False
         entities.append(pdp_mod.device_entity("unknown", managed=False, disk_encrypted=False, edr=False))
         facts["device"] = None
-    # Step 4: the resource.
+    # Step 4: the resource: the version, or one copy of it (a location approved for it).
     resource = pdp_mod.uid("ModelVersion", version.id)
     entities.append(pdp_mod.model_version_entity(version.id, model=version[2], released=bool(version[1])))
+    if location is not None:
+        if location.retired_at is not None or location.approved_version is None:
+            why = "is retired" if location.retired_at is not None else f"is not approved for {version_part}"
+            return Decision(False, (), (), (f"the location {where.strip()} {why}",)), ref, facts
+        resource = pdp_mod.uid("Location", location.id)
+        entities.append(pdp_mod.location_entity(location.id, version=version.id))
     # Step 5: the grant.
-    found = _read_grant(s, account.id, account.kind, version.id, action, now)
+    found = _read_grant(
+        s, account.id, account.kind, version.id, action, now, location.id if location is not None else None
+    )
     grant_id: str | None = None
     break_glass = False
     if found is not None and found[0].break_glass:
@@ -430,6 +490,7 @@ def _decide(
                 not_before=grant.not_before or grant.requested_at,
                 expires=grant.expires_at or grant.requested_at,
                 state=_GRANT_STATE.get(state, "revoked"),
+                location=grant.location_id,
                 service_account=grant.service_account_id,
             )
         )
@@ -437,6 +498,7 @@ def _decide(
             "id": grant.id,
             "state": state,
             "approvers": [a.username for a in approvals],
+            "location": where.strip() if grant.location_id is not None else None,
             "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
         }
     # Step 6: the policies, then the decision.
