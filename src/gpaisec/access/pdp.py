@@ -977,7 +977,8 @@ def _plain_rules(
     def grant_resource_ok(g: Mapping[str, Any]) -> bool:
         if r_type == _MODEL_VERSION:
             return _ref(g["version"]) == r_key and "location" not in g
-        return "location" in g and _ref(g["location"]) == r_key and _ref(g["version"]) == version_key
+        # A copy: the grant for its version, unless the grant is narrowed to another copy.
+        return _ref(g["version"]) == version_key and ("location" not in g or _ref(g["location"]) == r_key)
 
     def grant_principal_ok(g: Mapping[str, Any]) -> bool:
         if is_person:
