@@ -457,6 +457,7 @@ def _hash_small_in_processes(
     workers: int,
     counter: _Counter,
     report: Callable[[], None],
+    finished: list[_forks.Server],
 ) -> tuple[list[Resource], list[_Entry], int]:
     """Hash ``head`` and the rest of ``walk`` in ``workers - 1`` forked children and here.
 
@@ -488,12 +489,6 @@ def _hash_small_in_processes(
 
     for batch in head:
         walked(batch)
-    # Only this thread runs (the caller checked), and what is built here is acyclic (tuples of
-    # strings): a cyclic collection now could only walk the whole heap for nothing, several
-    # times over 20,000 files in a process that holds much else (measured: a fifth of this
-    # process's time).
-    collecting = gc.isenabled()
-    gc.disable()
     try:
         for _ in range(workers - 1):
             server = _forks.serve(functools.partial(_serve_batch, params=params), others=servers)
@@ -543,11 +538,7 @@ def _hash_small_in_processes(
         for server in servers:
             server.kill()
         raise
-    finally:
-        if collecting:
-            gc.enable()
-    for server in servers:
-        server.stop()
+    finished.extend(servers)
     return [r for slot in slots for r in slot], large, done
 
 
@@ -630,6 +621,8 @@ def hash_tree(
             )
         return wide[0]
 
+    children: list[_forks.Server] = []
+    collecting = gc.isenabled()
     try:
         if head_files >= _FORK_MIN_FILES and _can_fork(narrow):
 
@@ -637,9 +630,18 @@ def hash_tree(
                 if progress is not None:
                     progress(counter.value, None)
 
-            small, found, hashed = _hash_small_in_processes(head, walk, params, narrow, counter, walking)
+            # Only this thread runs (just checked), and what is built until the manifest is
+            # acyclic (tuples of strings): a cyclic collection meanwhile could only walk the whole
+            # heap for nothing, again and again over 20,000 files in a process that holds much
+            # else (measured: a fifth of this process's time in the benchmark).
+            gc.disable()
+            small, found, hashed = _hash_small_in_processes(
+                head, walk, params, narrow, counter, walking, children
+            )
             results.extend(small)
             small_bytes += hashed
+            if found and collecting:
+                gc.enable()  # large files take long, and other threads may start
             take_large(found)
         else:
             # Walk to the end before hashing: a walking thread and the workers would fight for the
@@ -661,14 +663,19 @@ def hash_tree(
             else:
                 harvest(_POLL_SECONDS)
             report()
+        for p in (pool, *wide):
+            p.shutdown(wait=True)
+        report()
+        return Manifest._trusted(params, results, model_name_of(root))
     except BaseException:
         for p in (pool, *wide):
             p.shutdown(wait=True, cancel_futures=True)
         raise
-    for p in (pool, *wide):
-        p.shutdown(wait=True)
-    report()
-    return Manifest._trusted(params, results, model_name_of(root))
+    finally:
+        if collecting:
+            gc.enable()
+        for child in children:
+            child.stop()
 
 
 def hash_directory(
