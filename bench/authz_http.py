@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from gpaisec.access import accounts, grants, mfa
+from gpaisec.access import accounts, device_keys, grants, mfa
 from gpaisec.access.passwords import HashParams
 from gpaisec.store.base import utcnow
 from gpaisec.weights import registry
@@ -71,9 +71,14 @@ def setup(home: Path, database_url: str | None) -> str:
             secret = uri.split("secret=")[1].split("&")[0]
             mfa.confirm_totp(ws, name, mfa.totp_code(secret, utcnow() - dt.timedelta(seconds=30)))
             registry.add_device(ws, f"laptop-{name}", managed=True, disk_encrypted=True)
-            accounts.enrol_device_key(ws, f"laptop-{name}", f"ssh-ed25519 AAAA{name}key")
+            key = device_keys.generate_signer()  # the laptop's key; the private half stays in memory
+            accounts.enrol_device_key(ws, f"laptop-{name}", key.public.pem)
             code = mfa.totp_code(secret, utcnow())
-            sessions[name] = accounts.authenticate(ws, name, PASSWORD, code, f"laptop-{name}").token
+            challenge = accounts.device_challenge(ws)
+            proof = key.prove(challenge.id, challenge.challenge, name)
+            sessions[name] = accounts.authenticate(
+                ws, name, PASSWORD, code, f"laptop-{name}", device_proof=proof
+            ).token
         accounts.add_service_account(ws, "pep", owner="Person alice")
         registry.add_device(ws, "gateway-1", managed=True, disk_encrypted=True)
         _, token = accounts.issue_token(ws, "pep", scopes=["weights:read"])

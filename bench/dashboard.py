@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
@@ -34,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from gpaisec.access import accounts, mfa
+from gpaisec.access import accounts, device_keys, mfa
 from gpaisec.audit.service import AuditEvent, record_many
 from gpaisec.compliance import assessment
 from gpaisec.store.base import new_id, utcnow
@@ -138,9 +139,9 @@ def build(home: Path, *, sightings: int, events: int) -> str:
     secret = uri.split("secret=", 1)[1].split("&", 1)[0]
     mfa.confirm_totp(ws, "admin", mfa.totp_code(secret, utcnow() - dt.timedelta(seconds=30)))
     registry.add_device(ws, "admin-laptop", managed=True, disk_encrypted=True)
-    accounts.enrol_device_key(
-        ws, "admin-laptop", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchDashboardAdminKey0000"
-    )
+    key = device_keys.generate_signer()
+    key.save(device_keys.default_key_path(ws.keys_dir, "admin-laptop"))
+    accounts.enrol_device_key(ws, "admin-laptop", key.public.pem)
     assessment.assess(ws)
     return secret
 
@@ -173,11 +174,14 @@ def start_server(home: Path, port: int, workers: int) -> subprocess.Popen[bytes]
     raise SystemExit("the server did not answer within 30 s")
 
 
-def sign_in(base: str, secret: str) -> httpx.Cookies:
+def sign_in(base: str, secret: str, home: Path) -> httpx.Cookies:
+    key = device_keys.load_signer(device_keys.default_key_path(home / "keys", "admin-laptop"))
     with httpx.Client(base_url=base) as c:
         page = c.get("/login").text
         found = re.search(r'name="csrf_token" value="([^"]+)"', page)
         assert found, "no CSRF field on /login"
+        challenge = c.post("/api/v1/session/device-challenge").json()
+        proof = key.prove(challenge["challenge_id"], base64.b64decode(challenge["challenge"]), "admin")
         r = c.post(
             "/login",
             data={
@@ -186,6 +190,9 @@ def sign_in(base: str, secret: str) -> httpx.Cookies:
                 "password": PASSWORD,
                 "totp_code": mfa.totp_code(secret, utcnow()),
                 "device": "admin-laptop",
+                "device_fingerprint": proof.fingerprint,
+                "device_challenge_id": proof.challenge_id,
+                "device_signature": base64.b64encode(proof.signature).decode(),
             },
         )
         if r.status_code != 303:
@@ -246,7 +253,7 @@ def main() -> None:
     server = start_server(home, port, args.workers)
     base = f"http://127.0.0.1:{port}"
     try:
-        cookies = sign_in(base, secret)
+        cookies = sign_in(base, secret, home)
         results = [asyncio.run(load(base, cookies, path, args.requests, args.concurrency)) for path in PAGES]
     finally:
         server.terminate()

@@ -166,19 +166,23 @@ def build(home: Path) -> Workspace:
 SIGN_IN_FILE = "demo-sign-in.json"
 DEMO_ADMIN = "demo-admin"
 DEMO_DEVICE = "demo-laptop"
+DEMO_BROWSER = "demo-browser"
 
 
 def add_demo_admin(ws: Workspace, home: Path) -> Path:
     """An admin (also approver and reviewer) to sign in to the demo's dashboard with.
 
     The password and TOTP seed are generated here and written, with mode 0600, only to
-    ``home/demo-sign-in.json``; they never appear on a command line or in a log.
+    ``home/demo-sign-in.json``; they never appear on a command line or in a log. The demo laptop gets
+    a device key pair (private key in ``home/keys/devices/demo-laptop.key``, mode 0600), so that
+    ``gpaisec login`` works in the demo; the device ``demo-browser`` is registered without a key, for
+    the browser's own key (made on the dashboard's /device page) to be enrolled.
     """
     import json
     import secrets
 
     from gpaisec._files import write_atomically
-    from gpaisec.access import accounts, mfa
+    from gpaisec.access import accounts, device_keys, mfa
 
     password = secrets.token_urlsafe(24)
     accounts.add_person(
@@ -193,7 +197,11 @@ def add_demo_admin(ws: Workspace, home: Path) -> Path:
     secret = uri.split("secret=", 1)[1].split("&", 1)[0]
     recovery = mfa.confirm_totp(ws, DEMO_ADMIN, mfa.totp_code(secret, utcnow() - dt.timedelta(seconds=30)))
     registry.add_device(ws, DEMO_DEVICE, managed=True, disk_encrypted=True, owner="Demo Admin")
-    accounts.enrol_device_key(ws, DEMO_DEVICE, _demo_device_key())
+    registry.add_device(ws, DEMO_BROWSER, managed=True, disk_encrypted=True, owner="Demo Admin")
+    device_key = device_keys.default_key_path(ws.keys_dir, DEMO_DEVICE)
+    signer = device_keys.generate_signer()
+    signer.save(device_key)
+    accounts.enrol_device_key(ws, DEMO_DEVICE, signer.public.pem)
     path = home / SIGN_IN_FILE
     write_atomically(
         path,
@@ -202,6 +210,8 @@ def add_demo_admin(ws: Workspace, home: Path) -> Path:
                 "username": DEMO_ADMIN,
                 "password": password,
                 "device": DEMO_DEVICE,
+                "device_key": str(device_key),
+                "browser_device": DEMO_BROWSER,
                 "totp_uri": uri,
                 "recovery_codes": recovery,
                 "note": "demo only; `gpaisec demo --code` prints the current one-time code",
@@ -212,15 +222,6 @@ def add_demo_admin(ws: Workspace, home: Path) -> Path:
         mode=0o600,
     )
     return path
-
-
-def _demo_device_key() -> str:
-    """A fresh OpenSSH Ed25519 public key standing for the demo laptop's (the private half is discarded)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    public = Ed25519PrivateKey.generate().public_key()
-    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
 def demo_code(home: Path) -> str:

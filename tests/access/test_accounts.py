@@ -15,6 +15,7 @@ from gpaisec.errors import ConflictError, DeniedError
 from gpaisec.store.base import utcnow
 from gpaisec.weights import registry
 from gpaisec.workspace import Workspace
+from tests import devices
 
 PASSWORD = "correct staple orbit lantern"
 FAR = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
@@ -37,7 +38,7 @@ def actions(ws: Workspace) -> list[str]:
 
 def add_device(ws: Workspace, name: str, *, managed: bool = True, encrypted: bool = True) -> str:
     registry.add_device(ws, name, managed=managed, disk_encrypted=encrypted)
-    return accounts.enrol_device_key(ws, name, f"ssh-ed25519 AAAA{name}key").fingerprint
+    return devices.enrol(ws, name).fingerprint
 
 
 def add_human(
@@ -70,7 +71,7 @@ def login(
 ) -> accounts.Login:
     at = at or utcnow()
     code = mfa.totp_code(secret, at) if secret else None
-    return accounts.authenticate(ws, username, PASSWORD, code, device, now=at)
+    return devices.sign_in(ws, username, PASSWORD, code, device, now=at)
 
 
 def test_sign_in_creates_a_device_bound_session_with_mfa(workspace: Workspace) -> None:
@@ -96,9 +97,9 @@ def test_unknown_user_and_wrong_password_give_the_same_error(workspace: Workspac
     add_device(workspace, "laptop-1")
     add_human(workspace, "alice", totp=False)
     with pytest.raises(WrongPasswordError) as unknown:
-        accounts.authenticate(workspace, "mallory", PASSWORD, None, "laptop-1")
+        devices.sign_in(workspace, "mallory", PASSWORD, None, "laptop-1")
     with pytest.raises(WrongPasswordError) as wrong:
-        accounts.authenticate(workspace, "alice", "not the password at all", None, "laptop-1")
+        devices.sign_in(workspace, "alice", "not the password at all", None, "laptop-1")
     assert unknown.value.diagnostics() == wrong.value.diagnostics()
     fails = [e for e in audit(workspace) if e.action == "login.fail"]
     assert [e.object for e in fails] == ["account:?", "account:alice"]  # what was typed is never echoed
@@ -109,9 +110,9 @@ def test_failures_are_throttled_before_the_password_is_checked(workspace: Worksp
     add_human(workspace, "alice", totp=False)
     for _ in range(5):
         with pytest.raises(WrongPasswordError):
-            accounts.authenticate(workspace, "alice", "wrong wrong wrong wrong", None, "laptop-1")
+            devices.sign_in(workspace, "alice", "wrong wrong wrong wrong", None, "laptop-1")
     with pytest.raises(ThrottledError):
-        accounts.authenticate(workspace, "alice", PASSWORD, None, "laptop-1")
+        devices.sign_in(workspace, "alice", PASSWORD, None, "laptop-1")
 
 
 def test_weak_passwords_and_second_accounts_are_refused(workspace: Workspace) -> None:
@@ -138,7 +139,7 @@ def test_totp_is_required_and_replay_is_rejected(workspace: Workspace) -> None:
     secret = add_human(workspace, "alice")
     assert secret
     with pytest.raises(accounts.SignInError):
-        accounts.authenticate(workspace, "alice", PASSWORD, None, "laptop-1")
+        devices.sign_in(workspace, "alice", PASSWORD, None, "laptop-1")
     now = utcnow()
     lg = login(workspace, "alice", secret, "laptop-1", at=now)
     accounts.logout(workspace, lg.token)
@@ -163,7 +164,7 @@ def test_every_sign_in_failure_says_the_same(workspace: Workspace) -> None:
         ("alice", PASSWORD, "aaaaa-bbbbb-ccccc-ddddd"),
     ):
         with pytest.raises(WrongPasswordError) as info:
-            accounts.authenticate(workspace, user, password, code, "laptop-1")
+            devices.sign_in(workspace, user, password, code, "laptop-1")
         assert not isinstance(info.value, mfa.MfaError)
         texts.add((type(info.value), info.value.diagnostics(), info.value.exit_code))
     assert len(texts) == 1
@@ -222,7 +223,7 @@ def test_service_tokens_are_hashed_at_rest_and_expire(workspace: Workspace) -> N
 def test_impossible_user_names_are_unknown_users(workspace: Workspace, name: str) -> None:
     add_device(workspace, "laptop-z")
     with pytest.raises(WrongPasswordError):  # the same answer as for any unknown user
-        accounts.authenticate(workspace, name, PASSWORD, "000000", "laptop-z")
+        devices.sign_in(workspace, name, PASSWORD, "000000", "laptop-z")
 
 
 def test_logout_all_ends_every_session_of_the_account_only(workspace: Workspace) -> None:

@@ -10,6 +10,7 @@ from gpaisec.access.models import RecoveryCode, TotpCredential
 from gpaisec.access.ratelimit import ACCOUNT_POLICY, ThrottledError
 from gpaisec.store.base import utcnow
 from gpaisec.workspace import Workspace
+from tests import devices
 from tests.access.test_accounts import (  # noqa: F401
     PASSWORD,
     actions,
@@ -64,13 +65,13 @@ def test_recovery_codes_are_single_use(workspace: Workspace) -> None:
     uri = mfa.enrol_totp(workspace, "alice")
     secret = uri.split("secret=")[1].split("&")[0]
     codes = mfa.confirm_totp(workspace, "alice", mfa.totp_code(secret, utcnow()))
-    lg = accounts.authenticate(workspace, "alice", PASSWORD, codes[0].upper(), "laptop-1")
+    lg = devices.sign_in(workspace, "alice", PASSWORD, codes[0].upper(), "laptop-1")
     assert lg.session.mfa_at is not None
     accounts.logout(workspace, lg.token)
     with pytest.raises(accounts.SignInError):
-        accounts.authenticate(workspace, "alice", PASSWORD, codes[0], "laptop-1")
+        devices.sign_in(workspace, "alice", PASSWORD, codes[0], "laptop-1")
     assert "recovery code is wrong or was already used" in fail_reasons(workspace)[-1]
-    accounts.authenticate(workspace, "alice", PASSWORD, codes[1], "laptop-1")
+    devices.sign_in(workspace, "alice", PASSWORD, codes[1], "laptop-1")
 
 
 def test_step_up_refreshes_mfa_time(workspace: Workspace) -> None:
@@ -78,7 +79,7 @@ def test_step_up_refreshes_mfa_time(workspace: Workspace) -> None:
     secret = add_human(workspace, "alice")
     assert secret
     t0 = utcnow()
-    lg = accounts.authenticate(workspace, "alice", PASSWORD, mfa.totp_code(secret, t0), "laptop-1", now=t0)
+    lg = devices.sign_in(workspace, "alice", PASSWORD, mfa.totp_code(secret, t0), "laptop-1", now=t0)
     later = t0 + dt.timedelta(minutes=10)
     sess = accounts.step_up(workspace, lg.token, mfa.totp_code(secret, later), now=later)
     assert sess.mfa_at == later
@@ -91,7 +92,7 @@ def test_step_up_guessing_is_throttled(workspace: Workspace) -> None:
     add_device(workspace, "laptop-1")
     secret = add_human(workspace, "alice")
     t0 = utcnow()
-    lg = accounts.authenticate(workspace, "alice", PASSWORD, mfa.totp_code(secret, t0), "laptop-1", now=t0)
+    lg = devices.sign_in(workspace, "alice", PASSWORD, mfa.totp_code(secret, t0), "laptop-1", now=t0)
     right = mfa.totp_code(secret, t0 + dt.timedelta(seconds=30))
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     for _ in range(ACCOUNT_POLICY.free_attempts):

@@ -24,6 +24,7 @@ from gpaisec.errors import ConflictError, DeniedError, InputError, NotFoundError
 from gpaisec.store.base import utcnow
 from gpaisec.weights.models import Finding
 from gpaisec.workspace import Workspace
+from tests import devices
 from tests.access.test_accounts import (  # noqa: F401
     PASSWORD,
     actions,
@@ -377,12 +378,16 @@ def passkey_login(
 ) -> accounts.Login:
     options = webauthn.begin_sign_in(ws, username, password, rp_id=RP_ID)
     assertion = webauthn.Assertion(device.get(options, **kw), RP)
-    return accounts.authenticate(ws, username, password, assertion, laptop)
+    return devices.sign_in(ws, username, password, assertion, laptop)
 
 
 def challenges(ws: Workspace) -> int:
+    """Pending passkey challenges (not the device proof's record of the last challenge used)."""
     with ws.reader() as s:
-        return len(s.scalars(select(WebAuthnChallenge)).all())
+        query = select(WebAuthnChallenge).where(
+            WebAuthnChallenge.purpose != accounts.DEVICE_CHALLENGE_PURPOSE
+        )
+        return len(s.scalars(query).all())
 
 
 def test_sign_in_with_a_passkey_instead_of_a_code(workspace: Workspace) -> None:
@@ -404,9 +409,9 @@ def test_a_passkey_only_account_cannot_sign_in_without_it(workspace: Workspace) 
     add_device(workspace, "laptop-1")
     with_passkey(workspace, "alice")
     with pytest.raises(accounts.SignInError):
-        accounts.authenticate(workspace, "alice", PASSWORD, None, "laptop-1")
+        devices.sign_in(workspace, "alice", PASSWORD, None, "laptop-1")
     with pytest.raises(accounts.SignInError):
-        accounts.authenticate(workspace, "alice", PASSWORD, "123456", "laptop-1")
+        devices.sign_in(workspace, "alice", PASSWORD, "123456", "laptop-1")
 
 
 def test_begin_answers_alike_and_keeps_a_challenge_only_for_the_right_password(workspace: Workspace) -> None:
@@ -439,7 +444,7 @@ def test_every_passkey_sign_in_failure_says_the_same(workspace: Workspace) -> No
 
     def fail(user: str, password: str, response: str) -> None:
         with pytest.raises(accounts.SignInError) as info:
-            accounts.authenticate(workspace, user, password, webauthn.Assertion(response, RP), "laptop-1")
+            devices.sign_in(workspace, user, password, webauthn.Assertion(response, RP), "laptop-1")
         texts.add(info.value.diagnostics())
         accounts.throttle(workspace).reset_account(user)  # more cases than free attempts
 
@@ -447,7 +452,7 @@ def test_every_passkey_sign_in_failure_says_the_same(workspace: Workspace) -> No
     good = device.get(options)
     fail("mallory", PASSWORD, good)  # unknown user
     fail("alice", "not the password at all", good)  # wrong password: the challenge stays, untouched
-    accounts.authenticate(workspace, "alice", PASSWORD, webauthn.Assertion(good, RP), "laptop-1")
+    devices.sign_in(workspace, "alice", PASSWORD, webauthn.Assertion(good, RP), "laptop-1")
     fail("alice", PASSWORD, good)  # a response is good for one sign-in only
     options = webauthn.begin_sign_in(workspace, "alice", PASSWORD, rp_id=RP_ID)
     fail("alice", PASSWORD, device.get(options, flags=UP))  # user not verified
@@ -502,7 +507,7 @@ def test_registering_a_passkey_needs_a_fresh_second_factor(workspace: Workspace)
     secret = add_human(workspace, "alice")
     assert secret
     t0 = utcnow()
-    lg = accounts.authenticate(workspace, "alice", PASSWORD, mfa_code(secret, t0), "laptop-1", now=t0)
+    lg = devices.sign_in(workspace, "alice", PASSWORD, mfa_code(secret, t0), "laptop-1", now=t0)
     device = SoftAuthenticator()
     stale = t0 + webauthn.FRESH_MFA + dt.timedelta(seconds=1)
     with pytest.raises(DeniedError, match="second factor confirmed in the last 5 minutes"):
@@ -562,6 +567,6 @@ def test_recovery_codes_stand_in_for_a_lost_passkey(workspace: Workspace) -> Non
     codes = mfa.regenerate_recovery_codes(workspace, "alice")
     accounts.logout(workspace, lg.token)
     # The passkey is lost: a recovery code signs her in (once).
-    accounts.authenticate(workspace, "alice", PASSWORD, codes[0], "laptop-1")
+    devices.sign_in(workspace, "alice", PASSWORD, codes[0], "laptop-1")
     with pytest.raises(accounts.SignInError):
-        accounts.authenticate(workspace, "alice", PASSWORD, "123456", "laptop-1")  # no TOTP enrolled
+        devices.sign_in(workspace, "alice", PASSWORD, "123456", "laptop-1")  # no TOTP enrolled

@@ -21,6 +21,7 @@ from gpaisec.api import Settings, create_app
 from gpaisec.store.base import utcnow
 from gpaisec.weights import registry
 from gpaisec.workspace import Workspace
+from tests import devices
 
 PASSWORD = "correct staple orbit lantern"
 FAR = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
@@ -58,7 +59,7 @@ def add_human(ws: Workspace, username: str, roles: tuple[str, ...]) -> str:
     secret = uri.split("secret=")[1].split("&")[0]
     mfa.confirm_totp(ws, username, mfa.totp_code(secret, utcnow() - dt.timedelta(seconds=30)))
     registry.add_device(ws, f"laptop-{username}", managed=True, disk_encrypted=True)
-    accounts.enrol_device_key(ws, f"laptop-{username}", f"ssh-ed25519 AAAA{username}key")
+    devices.enrol(ws, f"laptop-{username}")
     return secret
 
 
@@ -104,9 +105,16 @@ def browser(app: FastAPI) -> TestClient:
 def sign_in(client: TestClient, world: World, username: str) -> str:
     """Sign ``username`` in on their laptop; returns the CSRF token (the cookie stays in ``client``)."""
     code = mfa.totp_code(world.secrets[username], utcnow())
+    device = f"laptop-{username}"
     r = client.post(
         "/api/v1/session",
-        json={"username": username, "password": PASSWORD, "totp_code": code, "device": f"laptop-{username}"},
+        json={
+            "username": username,
+            "password": PASSWORD,
+            "totp_code": code,
+            "device": device,
+            "device_proof": devices.proof_json(client, username, device),
+        },
     )
     assert r.status_code == 201, r.text
     csrf = str(r.json()["csrf_token"])

@@ -16,6 +16,7 @@ from gpaisec.access.models import Session
 from gpaisec.api import Settings, create_app
 from gpaisec.store.base import utcnow
 from gpaisec.workspace import Workspace
+from tests import devices
 from tests.access.test_webauthn import RP_ID, UP, SoftAuthenticator
 from tests.api.conftest import PASSWORD, World, browser, sign_in
 
@@ -24,7 +25,13 @@ def test_sign_in_with_totp_gives_a_cookie_session(client: TestClient, world: Wor
     code = mfa.totp_code(world.secrets["alice"], utcnow())
     r = client.post(
         "/api/v1/session",
-        json={"username": "alice", "password": PASSWORD, "totp_code": code, "device": "laptop-alice"},
+        json={
+            "username": "alice",
+            "password": PASSWORD,
+            "totp_code": code,
+            "device": "laptop-alice",
+            "device_proof": devices.proof_json(client, "alice", "laptop-alice"),
+        },
     )
     assert r.status_code == 201, r.text
     body = r.json()
@@ -59,7 +66,13 @@ def test_secure_cookies_outside_development(workspace: Workspace, world: World) 
     code = mfa.totp_code(world.secrets["bob"], utcnow())
     r = c.post(
         "/api/v1/session",
-        json={"username": "bob", "password": PASSWORD, "totp_code": code, "device": "laptop-bob"},
+        json={
+            "username": "bob",
+            "password": PASSWORD,
+            "totp_code": code,
+            "device": "laptop-bob",
+            "device_proof": devices.proof_json(c, "bob", "laptop-bob"),
+        },
     )
     assert r.status_code == 201, r.text
     cookies = r.headers.get_list("set-cookie")
@@ -131,9 +144,16 @@ def test_a_signed_out_token_is_refused_even_if_replayed(client: TestClient, worl
 
 
 def _attempt(client: TestClient, username: str, password: str, code: str | None = None) -> tuple[int, str]:
+    device = f"laptop-{username}"  # alice's is enrolled: her tries reach the password; mallory's is not
     r = client.post(
         "/api/v1/session",
-        json={"username": username, "password": password, "totp_code": code, "device": f"laptop-{username}"},
+        json={
+            "username": username,
+            "password": password,
+            "totp_code": code,
+            "device": device,
+            "device_proof": devices.proof_json(client, username, device),
+        },
     )
     return r.status_code, r.text
 
@@ -153,7 +173,13 @@ def test_brute_force_sign_in_is_throttled(client: TestClient, world: World) -> N
     assert 429 in statuses[5:]
     r = client.post(
         "/api/v1/session",
-        json={"username": "alice", "password": PASSWORD, "totp_code": None, "device": "laptop-alice"},
+        json={
+            "username": "alice",
+            "password": PASSWORD,
+            "totp_code": None,
+            "device": "laptop-alice",
+            "device_proof": devices.proof_json(client, "alice", "laptop-alice"),
+        },
     )
     # Even the right password waits: the throttle is checked before any password work.
     assert r.status_code == 429
@@ -192,7 +218,13 @@ def sign_in_totp(http: TestClient, world: World, username: str) -> str:
     code = mfa.totp_code(world.secrets[username], utcnow())
     r = http.post(
         "/api/v1/session",
-        json={"username": username, "password": PASSWORD, "totp_code": code, "device": f"laptop-{username}"},
+        json={
+            "username": username,
+            "password": PASSWORD,
+            "totp_code": code,
+            "device": f"laptop-{username}",
+            "device_proof": devices.proof_json(http, username, f"laptop-{username}"),
+        },
     )
     assert r.status_code == 201, r.text
     return str(r.json()["csrf_token"])
@@ -225,6 +257,7 @@ def finish(http: TestClient, username: str, credential: str, password: str = PAS
             "password": password,
             "webauthn": json.loads(credential),
             "device": f"laptop-{username}",
+            "device_proof": devices.proof_json(http, username, f"laptop-{username}"),
         },
     )
 
@@ -380,7 +413,13 @@ def test_sign_out_everywhere(app: FastAPI, world: World) -> None:
     code = mfa.totp_code(world.secrets["alice"], utcnow() + dt.timedelta(seconds=30))  # not the same code
     r = b.post(
         "/api/v1/session",
-        json={"username": "alice", "password": PASSWORD, "totp_code": code, "device": "laptop-alice"},
+        json={
+            "username": "alice",
+            "password": PASSWORD,
+            "totp_code": code,
+            "device": "laptop-alice",
+            "device_proof": devices.proof_json(b, "alice", "laptop-alice"),
+        },
     )
     assert r.status_code == 201  # the same device, a second browser
     bob = browser(app)

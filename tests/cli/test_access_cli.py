@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpaisec.access import accounts, mfa
+from gpaisec.access import accounts, device_keys, mfa
 from gpaisec.access.pdp import packaged_policies_dir
 from gpaisec.audit import service as audit
 from gpaisec.cli.app import main
@@ -35,8 +35,23 @@ def test_people_users_mfa_login_grants_and_check(
         registry.create_version(s, ws, "atlas", "v3")
     for name in ("alice", "bob", "carol"):
         registry.add_device(ws, f"laptop-{name}", managed=True, disk_encrypted=True)
-        accounts.enrol_device_key(ws, f"laptop-{name}", f"ssh-ed25519 AAAA{name}")
     ws.close()
+    for name in ("alice", "bob", "carol"):  # each laptop's key pair, made here and enrolled
+        rc, out, err = run(
+            capsys,
+            "--workspace",
+            home,
+            "access",
+            "device-key",
+            f"laptop-{name}",
+            "--generate",
+            "--format",
+            "json",
+        )
+        assert rc == 0, err
+        made = json.loads(out)
+        assert made["fingerprint"].startswith("sha256:")
+        assert made["private_key"] == str(Path(home) / "keys" / "devices" / f"laptop-{name}.key")
     monkeypatch.delenv("GPAISEC_PASSWORD", raising=False)
     monkeypatch.delenv("GPAISEC_TOTP", raising=False)
     answers: dict[str, str] = {}
@@ -201,3 +216,64 @@ def test_policy_show_validate_and_test(tmp_path: Path, capsys: pytest.CaptureFix
     rc, out, err = run(capsys, *w, "policy", "test", str(cases), "--format", "json")
     assert rc == 0, err
     assert json.loads(out)[0]["ok"] is True
+
+
+def test_device_keys_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = str(tmp_path / "ws")
+    ws = Workspace.open(home)
+    registry.add_device(ws, "laptop-1", managed=True, disk_encrypted=True)
+    registry.add_device(ws, "laptop-2", managed=True, disk_encrypted=True)
+    accounts.add_person(ws, "Person dan", background_check_valid_until=dt.datetime(2099, 1, 1, tzinfo=dt.UTC))
+    accounts.add_user(ws, "dan", person="Person dan", password=PASSWORD)
+    ws.close()
+    w = ("--workspace", home)
+    monkeypatch.setenv("GPAISEC_PASSWORD", PASSWORD)
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "")  # dan has no second factor
+
+    # A public key file (OpenSSH) is enrolled; a malformed one is refused saying what is accepted.
+    made = device_keys.generate_signer()
+    pub = tmp_path / "laptop-2.pub"
+    pub.write_text(made.public.pem)
+    rc, out, err = run(capsys, *w, "access", "device-key", "laptop-2", str(pub), "-f", "json")
+    assert rc == 0, err
+    assert json.loads(out) == {"device": "laptop-2", "fingerprint": made.fingerprint, "private_key": None}
+    pub.write_text("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ")
+    rc, _, err = run(capsys, *w, "access", "device-key", "laptop-2", str(pub))
+    assert rc != 0
+    assert "Ed25519 or ECDSA P-256" in err
+
+    # No key file for laptop-1 yet: login says how to make one, before asking for anything.
+    rc, _, err = run(capsys, *w, "login", "dan", "--device", "laptop-1")
+    assert rc != 0
+    assert "--generate" in err
+    rc, out, err = run(capsys, *w, "access", "device-key", "laptop-1", "--generate", "-f", "json")
+    assert rc == 0, err
+    key_file = Path(json.loads(out)["private_key"])
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    rc, _, err = run(capsys, *w, "access", "device-key", "laptop-1", "--generate")
+    assert rc != 0
+    assert "never overwritten" in err
+    rc, out, err = run(capsys, *w, "login", "dan", "--device", "laptop-1", "-f", "json")
+    assert rc == 0, err
+    assert json.loads(out)["device_key"] == device_keys.load_signer(key_file).fingerprint
+    assert run(capsys, *w, "logout")[0] == 0
+
+    # The key of laptop-2 signs for laptop-2 only; naming laptop-1 with it is a failed sign-in.
+    key2 = tmp_path / "laptop-2.key"
+    made.save(key2)
+    rc, _, err = run(capsys, *w, "login", "dan", "--device", "laptop-1", "--device-key", str(key2))
+    assert rc != 0
+    assert "sign-in failed" in err
+    rc, _, err = run(capsys, *w, "login", "dan", "--device", "laptop-2", "--device-key", str(key2))
+    assert rc == 0, err
+
+    # Listed, then revoked: the session bound to it ends.
+    rc, out, _ = run(capsys, *w, "access", "device-keys", "-f", "json")
+    assert {k["device"] for k in json.loads(out)} == {"laptop-1", "laptop-2"}
+    rc, _, err = run(capsys, *w, "access", "device-key-revoke", made.fingerprint, "--reason", "lost")
+    assert rc == 0, err
+    ws = Workspace.open(home)
+    assert accounts.list_sessions(ws, "dan") == []
+    ws.close()

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from gpaisec.access import mfa
 from gpaisec.store.base import utcnow
+from tests import devices
 from tests.api.conftest import (  # noqa: F401  (fixtures used by the tests here)
     PASSWORD,
     World,
@@ -17,6 +18,17 @@ from tests.api.conftest import (  # noqa: F401  (fixtures used by the tests here
     fast_hashes,
     world,
 )
+
+
+def proof_form(http: TestClient, username: str, device: str) -> dict[str, str]:
+    """The hidden device_* fields of /login, as device.js fills them."""
+    proof = devices.proof_json(http, username, device)
+    return {
+        "device_fingerprint": proof["fingerprint"],
+        "device_challenge_id": proof["challenge_id"],
+        "device_signature": proof["signature"],
+    }
+
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -40,6 +52,7 @@ def page_sign_in(http: TestClient, people: World, username: str) -> str:
             "password": PASSWORD,
             "totp_code": code,
             "device": f"laptop-{username}",
+            **proof_form(http, username, f"laptop-{username}"),
         },
         follow_redirects=False,
     )

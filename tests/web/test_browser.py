@@ -28,6 +28,7 @@ from gpaisec.weights.discovery import discover
 from gpaisec.workspace import Workspace
 from tests.api.conftest import PASSWORD, PEOPLE, add_human, test_settings
 from tests.live_server import live_server
+from tests.web.browser_keys import enrol_browser
 from tests.weights.conftest import make_model, reshard, write_shards
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -112,11 +113,15 @@ def test_sign_in_and_a_planted_copy_turns_a4_2_2_red(site: Site, browser_page: A
     assert page.url == site.url + "/login"
     page.screenshot(path=str(shots / "login.png"), full_page=True)
 
-    # Sign in with the one-time code.
+    # This browser's device key, enrolled for erin's laptop (tests/web/test_browser_device.py).
+    enrol_browser(page, site.url, site.ws, "laptop-erin")
+
+    # Sign in with the one-time code; the form's script proves the device.
+    page.goto(site.url + "/login")
     page.get_by_label("User name").fill("erin")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_label("One-time code").fill(mfa.totp_code(site.secret, utcnow()))
-    page.get_by_label("Device (name or key fingerprint)").fill("laptop-erin")
+    page.get_by_label("Device (its name").fill("laptop-erin")
     page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(site.url + "/")
     assert "No assessment has been run yet" in page.inner_text("main")
@@ -253,13 +258,14 @@ def chromium_browser() -> Iterator[Any]:
 
 def sign_in_page(browser: Any, site: Site, username: str, secret: str, *, at: dt.datetime) -> Any:
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    enrol_browser(page, site.url, site.ws, f"laptop-{username}")  # each context: a browser of its own
     page.goto(site.url + "/login")
     page.get_by_label("User name").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_label("One-time code").fill(mfa.totp_code(secret, at))
-    page.get_by_label("Device (name or key fingerprint)").fill(f"laptop-{username}")
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_load_state()
+    page.get_by_label("Device (its name").fill(f"laptop-{username}")
+    with page.expect_navigation():  # after the script has signed the device challenge
+        page.get_by_role("button", name="Sign in", exact=True).click()
     assert "/login" not in page.url, page.inner_text("main")
     return page
 

@@ -21,6 +21,7 @@ from gpaisec.store.base import utcnow
 from gpaisec.workspace import Workspace
 from tests.api.conftest import PASSWORD, add_human, test_settings
 from tests.live_server import live_server
+from tests.web.browser_keys import enrol_browser
 from tests.web.test_browser import CHROMIUM, LAUNCH_ARGS
 from tests.web.test_browser import pytestmark as browser_marks
 
@@ -82,7 +83,7 @@ def virtual_authenticator(page: Any) -> tuple[Any, str]:
 def fill_login(page: Any, *, code: str | None) -> None:
     page.get_by_label("User name").fill("erin")
     page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_label("Device (name or key fingerprint)").fill("laptop-erin")
+    page.get_by_label("Device (its name").fill("laptop-erin")
     if code is not None:
         page.get_by_label("One-time code").fill(code)
 
@@ -95,7 +96,9 @@ def test_register_a_passkey_and_sign_in_with_it(site: Site, browser_page: Any, t
     page.on("console", lambda m: csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
     cdp, authenticator = virtual_authenticator(page)
 
-    # Sign in with the one-time code; the passkey button is there (the browser can do WebAuthn).
+    # This browser's device key, enrolled for erin's laptop; then sign in with the one-time code.
+    enrol_browser(page, site.url, site.ws, "laptop-erin")
+    # The passkey button is there (the browser can do WebAuthn).
     page.goto(site.url + "/login")
     assert page.get_by_role("button", name="Sign in with a passkey").is_visible()
     fill_login(page, code=mfa.totp_code(site.secret, utcnow()))

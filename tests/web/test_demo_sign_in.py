@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gpaisec import demo
-from gpaisec.access import accounts
+from gpaisec.access import accounts, device_keys
 from gpaisec.access.passwords import HashParams
 from gpaisec.api import create_app
 from gpaisec.cli.app import main
@@ -42,8 +43,18 @@ def test_the_demo_admin_signs_in_with_the_file_and_the_code(
     assert code.isdigit()
     assert len(code) == 6
 
+    # The demo laptop's private key is in the workspace (0600); its public key is enrolled.
+    key_file = Path(creds["device_key"])
+    assert key_file.parent.parent == home / "keys"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = device_keys.load_signer(key_file)
+
     with TestClient(create_app(ws, test_settings())) as http:
         csrf = form_csrf(http.get("/login").text)
+        challenge = http.post("/api/v1/session/device-challenge").json()
+        proof = key.prove(
+            challenge["challenge_id"], base64.b64decode(challenge["challenge"]), creds["username"]
+        )
         r = http.post(
             "/login",
             data={
@@ -52,6 +63,9 @@ def test_the_demo_admin_signs_in_with_the_file_and_the_code(
                 "password": creds["password"],
                 "totp_code": code,
                 "device": creds["device"],
+                "device_fingerprint": proof.fingerprint,
+                "device_challenge_id": proof.challenge_id,
+                "device_signature": base64.b64encode(proof.signature).decode(),
             },
             follow_redirects=False,
         )

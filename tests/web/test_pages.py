@@ -13,7 +13,7 @@ from gpaisec.compliance import assessment
 from gpaisec.web import PAGE_CSP
 from gpaisec.weights import registry
 from gpaisec.workspace import Workspace
-from tests.web.conftest import World, form_csrf, page_sign_in
+from tests.web.conftest import World, form_csrf, page_sign_in, proof_form
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "src" / "gpaisec" / "web" / "templates"
 
@@ -41,10 +41,11 @@ def test_failed_sign_ins_look_alike(client: TestClient, world: World) -> None:
         r = client.post(
             "/login",
             data={"csrf_token": csrf, "username": user, "password": password, "totp_code": "000000"}
-            | {"device": "gateway-1"},
+            | {"device": "laptop-erin"}
+            | proof_form(client, user, "laptop-erin"),  # a good device proof: the password is what fails
         )
         assert r.status_code == 401
-        answers.append(r.text.replace(user, "USER"))
+        answers.append(r.text.replace(f'value="{user}"', "USER"))
     assert answers[0] == answers[1]
     assert "sign-in failed" in answers[0]
 

@@ -19,7 +19,7 @@ from gpaisec.store.base import utcnow
 from gpaisec.web import PAGE_CSP
 from tests.access.test_webauthn import SoftAuthenticator
 from tests.api.test_auth import make_mfa_stale
-from tests.web.conftest import PASSWORD, World, form_csrf
+from tests.web.conftest import PASSWORD, World, form_csrf, proof_form
 
 SITE = "https://gpaisec.example"
 
@@ -45,6 +45,7 @@ def page_login(http: TestClient, world: World, username: str, *, later: int = 0)
             "password": PASSWORD,
             "totp_code": code,
             "device": f"laptop-{username}",
+            **proof_form(http, username, f"laptop-{username}"),
         },
         follow_redirects=False,
     )
@@ -102,6 +103,7 @@ def test_sign_in_with_a_passkey_through_the_login_form(app: FastAPI, world: Worl
         "totp_code": "",
         "webauthn": assertion,
         "device": "laptop-alice",
+        **proof_form(http, "alice", "laptop-alice"),
     }
     r = http.post("/login", data=form, follow_redirects=False)
     assert r.status_code == 303, r.text
@@ -112,12 +114,15 @@ def test_sign_in_with_a_passkey_through_the_login_form(app: FastAPI, world: Worl
     # The same assertion again (a new browser): refused like any other failure.
     other = site(app)
     login = other.get("/login")
-    r = other.post("/login", data=form | {"csrf_token": form_csrf(login.text)}, follow_redirects=False)
+    fresh = {"csrf_token": form_csrf(login.text), **proof_form(other, "alice", "laptop-alice")}
+    r = other.post("/login", data=form | fresh, follow_redirects=False)
     assert r.status_code == 401
-    assert "sign-in failed: check the user name, password and second factor" in r.text
+    assert "sign-in failed: check the user name, password, second factor and this browser" in r.text
     wrong_code = other.post(
         "/login",
-        data=form | {"csrf_token": form_csrf(login.text), "webauthn": "", "totp_code": "000000"},
+        data=form
+        | {"webauthn": "", "totp_code": "000000", "csrf_token": form_csrf(login.text)}
+        | proof_form(other, "alice", "laptop-alice"),
         follow_redirects=False,
     )
     assert wrong_code.status_code == 401

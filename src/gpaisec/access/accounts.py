@@ -4,24 +4,44 @@ Every change is one transaction with one audit event. Secrets never reach the au
 are hashed with argon2id (:mod:`gpaisec.access.passwords`), tokens are random and stored as
 SHA-256, and the plaintext is returned once to the caller.
 
+Device keys (:mod:`gpaisec.access.device_keys`): a registered device has one or more enrolled public
+keys (Ed25519 or ECDSA P-256; :func:`enrol_device_key`, :func:`revoke_device_key`). The client keeps
+the private key (the CLI in a 0600 file, a browser as a non-extractable WebCrypto key) and proves it
+holds it at every sign-in: it asks for a challenge (:func:`device_challenge`: 32 random bytes and an
+id that carries them with their issue time under an HMAC of a server secret; nothing is stored), and
+signs ``b"gpaisec-device-proof-v1\\0" || challenge || fingerprint || username``
+(:func:`gpaisec.access.device_keys.proof_message`).
+
 Signing in (:func:`authenticate`), each step with its own failure:
 
 1. Throttle: the account name and the source are checked against the failure counters before any
-   password work (:class:`~gpaisec.access.ratelimit.ThrottledError`).
-2. Password: verified against the account's argon2id hash; an unknown or disabled account does the
+   other work (:class:`~gpaisec.access.ratelimit.ThrottledError`).
+2. Device proof, before any password work: (a) the challenge id is ours (HMAC) and at most
+   :data:`DEVICE_CHALLENGE_LIFETIME` old; (b) the fingerprint names an enrolled, unrevoked key of
+   the device named in the request; (c) the signature verifies with that key over the challenge, the
+   fingerprint and the user name; (d) the challenge is used: the account keeps the issue time of the
+   last challenge it used (``webauthn_challenges``, purpose ``device``) and accepts only a later one,
+   committed at once, so a proof is good for one try (a replay, or an older challenge answered after a
+   newer one, is refused). A missing or failed proof is audited (``login.fail``, step ``device``)
+   and answered with the same :class:`SignInError` as a wrong password, *without* looking at the
+   password: without an enrolled device key nobody can test passwords at all, and the answer (and its
+   time) depends only on the proof, which the caller made, never on whether the password is right.
+3. Password: verified against the account's argon2id hash; an unknown or disabled account does the
    same work on a dummy hash, and both fail with the same :class:`WrongPasswordError`.
-3. Second factor: an account with a confirmed authenticator or a passkey must give a TOTP code
+4. Second factor: an account with a confirmed authenticator or a passkey must give a TOTP code
    (replay-protected), a recovery code, or a passkey's assertion (:class:`~gpaisec.access.mfa.MfaError`;
    see :mod:`gpaisec.access.webauthn` for beginning a passkey sign-in).
-4. Device: the session binds to a registered, unrevoked device key of a registered device.
-5. No sharing: the account must not be active on another device, and the device must not be in use
+5. Device: the proven key is still unrevoked (else as step 2), and its device is managed and not
+   retired (``login.denied`` with the reason: by now the caller has shown the password, the second
+   factor and the device key).
+6. No sharing: the account must not be active on another device, and the device must not be in use
    by another account. Either is refused, audited and opens a finding (shared_account,
    shared_device): A4.1(1) forbids shared accounts and devices.
-6. The session is created with a random token (returned once, stored hashed); ``mfa_at`` records
-   when the second factor was checked.
+7. The session is created with a random token (returned once, stored hashed), bound to the proven
+   device key; ``mfa_at`` records when the second factor was checked.
 
-Steps 2 and 3 fail with one :class:`SignInError` (what was wrong is in the audit log only): telling
-a wrong password from a wrong second factor would confirm a guessed password.
+Steps 2-4 fail with one :class:`SignInError` (what was wrong is in the audit log only): telling a
+wrong password from a wrong second factor or device proof would confirm a guessed password.
 
 A refusal is audited in a transaction of its own, since the operation's transaction rolls back.
 
@@ -30,6 +50,9 @@ A refusal is audited in a transaction of its own, since the operation's transact
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -44,8 +67,17 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session as DBSession
 from sqlalchemy.orm import selectinload
 
-from gpaisec.access import mfa
-from gpaisec.access.models import Account, DeviceKey, LoginThrottle, Person, ServiceToken, Session
+from gpaisec.access import device_keys, mfa
+from gpaisec.access.device_keys import DeviceProof
+from gpaisec.access.models import (
+    Account,
+    DeviceKey,
+    LoginThrottle,
+    Person,
+    ServiceToken,
+    Session,
+    WebAuthnChallenge,
+)
 from gpaisec.access.passwords import (
     DEFAULT_HASH_PARAMS,
     HashParams,
@@ -67,8 +99,12 @@ from gpaisec.weights.registry import get_device, open_finding
 from gpaisec.workspace import Workspace
 
 __all__ = [
+    "DEVICE_CHALLENGE_LIFETIME",
+    "DEVICE_CHALLENGE_PURPOSE",
     "HUMAN_ROLES",
     "SCOPES",
+    "DeviceChallenge",
+    "DeviceProof",
     "Login",
     "Refusal",
     "SessionInfo",
@@ -80,6 +116,7 @@ __all__ = [
     "authenticate",
     "authenticate_token",
     "check_sign_in_password",
+    "device_challenge",
     "disable_account",
     "enrol_device_key",
     "get_account",
@@ -87,12 +124,14 @@ __all__ = [
     "guarded",
     "issue_token",
     "list_accounts",
+    "list_device_keys",
     "list_people",
     "list_sessions",
     "logout",
     "logout_all",
     "plausible_username",
     "resolve_session",
+    "revoke_device_key",
     "set_person",
     "step_up",
     "throttle",
@@ -509,22 +548,82 @@ def authenticate_token(ws: Workspace, token: str, *, now: dt.datetime | None = N
 
 # --- device keys -----------------------------------------------------------------------------------
 
+#: How long a device challenge may be answered.
+DEVICE_CHALLENGE_LIFETIME = dt.timedelta(minutes=2)
+#: How far in the future a challenge's issue time may lie (clocks of several API processes).
+DEVICE_CHALLENGE_SKEW = dt.timedelta(seconds=30)
+#: The purpose under which the last device challenge an account used is kept (webauthn_challenges).
+DEVICE_CHALLENGE_PURPOSE = "device"
+_CHALLENGE_PREFIX = "dc1_"
+_CHALLENGE_MAC = b"gpaisec-device-challenge-v1\x00"
 
-def fingerprint(public_key: str) -> str:
-    return "sha256:" + hashlib.sha256(public_key.strip().encode()).hexdigest()
+
+@dataclass(frozen=True)
+class DeviceChallenge:
+    """A fresh challenge for a device proof: ``id`` goes back with the proof, ``challenge`` is signed."""
+
+    id: str
+    challenge: bytes
+    expires_at: dt.datetime
 
 
-def enrol_device_key(ws: Workspace, device: str, public_key: str) -> DeviceKey:
-    """Bind a public key to a registered device; sessions from the device present it."""
-    if not public_key.strip():
-        raise InputError("the public key is empty")
+def _challenge_key(ws: Workspace) -> bytes:
+    # Derived from the throttle's secret, which every process of one deployment already shares.
+    return hmac.new(_throttle_key(ws), b"device-challenge", hashlib.sha256).digest()
+
+
+def device_challenge(ws: Workspace, *, now: dt.datetime | None = None) -> DeviceChallenge:
+    """A new device challenge (:data:`DEVICE_CHALLENGE_LIFETIME` to answer it; one use per account).
+
+    Nothing is stored: the id carries the issue time and the random challenge under an HMAC of a
+    server secret, so asking for challenges costs no database work and needs no user name. Single use
+    is enforced when a proof is accepted (see :func:`authenticate`).
+    """
+    now = now or utcnow()
+    issued = int(now.timestamp() * 1_000_000).to_bytes(8, "big")
+    challenge = secrets.token_bytes(device_keys.CHALLENGE_BYTES)
+    body = issued + challenge
+    mac = hmac.new(_challenge_key(ws), _CHALLENGE_MAC + body, hashlib.sha256).digest()[:16]
+    token = base64.urlsafe_b64encode(body + mac).decode("ascii").rstrip("=")
+    return DeviceChallenge(
+        id=_CHALLENGE_PREFIX + token, challenge=challenge, expires_at=now + DEVICE_CHALLENGE_LIFETIME
+    )
+
+
+def _open_challenge(ws: Workspace, challenge_id: str, now: dt.datetime) -> tuple[dt.datetime, bytes]:
+    """The issue time and challenge of ``challenge_id`` if we issued it and it is live."""
+    token = challenge_id.removeprefix(_CHALLENGE_PREFIX)
+    if token == challenge_id or len(token) > 100:
+        raise device_keys.DeviceProofError("the challenge id is not one this server issues")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (ValueError, binascii.Error):
+        raw = b""
+    body, mac = raw[:-16], raw[-16:]
+    expected = hmac.new(_challenge_key(ws), _CHALLENGE_MAC + body, hashlib.sha256).digest()[:16]
+    if len(raw) != 8 + device_keys.CHALLENGE_BYTES + 16 or not hmac.compare_digest(mac, expected):
+        raise device_keys.DeviceProofError("the challenge id is not one this server issued")
+    issued = dt.datetime.fromtimestamp(int.from_bytes(body[:8], "big") / 1_000_000, dt.UTC)
+    if issued > now + DEVICE_CHALLENGE_SKEW:
+        raise device_keys.DeviceProofError("the challenge was issued in the future")
+    if now - issued > DEVICE_CHALLENGE_LIFETIME:
+        raise device_keys.DeviceProofError("the challenge has expired")
+    return issued, body[8:]
+
+
+def enrol_device_key(ws: Workspace, device: str, public_key: str | bytes) -> DeviceKey:
+    """Bind a public key (:func:`gpaisec.access.device_keys.parse_public_key`: Ed25519 or ECDSA
+    P-256, PEM or OpenSSH) to a registered device; its sessions prove they hold the private key."""
+    parsed = device_keys.parse_public_key(public_key)
     with ws.transaction() as s:
         dev = get_device(s, device)
+        if dev.retired_at is not None:
+            raise InputError(f"device {dev.name} is retired", hint="keys are enrolled for devices in use")
         key = DeviceKey(
             id=new_id("dk"),
             device_id=dev.id,
-            fingerprint=fingerprint(public_key),
-            public_key=public_key.strip(),
+            fingerprint=parsed.fingerprint,
+            public_key=parsed.pem,
             created_at=utcnow(),
         )
         s.add(key)
@@ -534,29 +633,125 @@ def enrol_device_key(ws: Workspace, device: str, public_key: str) -> DeviceKey:
             actor=ws.actor,
             action="device_key.enrol",
             object=f"device:{dev.name}",
-            details={"fingerprint": key.fingerprint},
+            details={"fingerprint": key.fingerprint, "algorithm": parsed.algorithm},
         )
     return key
 
 
-def _device_key(s: DBSession, device: str) -> tuple[DeviceKey, Device]:
-    """A device key by fingerprint, or the newest unrevoked key of the device with that name."""
-    if device.startswith("sha256:"):
-        key = s.scalars(select(DeviceKey).where(DeviceKey.fingerprint == device)).first()
-    else:
-        dev = get_device(s, device)
-        key = s.scalars(
-            select(DeviceKey)
-            .where(DeviceKey.device_id == dev.id, DeviceKey.revoked_at.is_(None))
-            .order_by(DeviceKey.created_at.desc())
-        ).first()
-    if key is None or key.revoked_at is not None:
-        raise NotFoundError(
-            f"no enrolled key for device {device!r}", hint="enrol one with `gpaisec access device-key`"
+def revoke_device_key(ws: Workspace, fingerprint: str, *, reason: str) -> DeviceKey:
+    """Revoke a device key: it proves nothing from now on, and the sessions bound to it end."""
+    fingerprint = fingerprint.strip()
+    now = utcnow()
+    with ws.transaction() as s:
+        key = s.scalars(select(DeviceKey).where(DeviceKey.fingerprint == fingerprint)).first()
+        if key is None:
+            raise NotFoundError(f"no device key {fingerprint!r}", hint="see `gpaisec access device-keys`")
+        if key.revoked_at is not None:
+            raise ConflictError(f"device key {fingerprint} is already revoked")
+        key.revoked_at = now
+        ended = list(
+            s.scalars(_active_sessions(s, now).where(Session.device_key_id == key.id).order_by(Session.id))
         )
-    dev_row = s.get(Device, key.device_id)
-    assert dev_row is not None
-    return key, dev_row
+        for row in ended:
+            row.revoked_at = now
+        dev = s.get(Device, key.device_id)
+        record(
+            s,
+            actor=ws.actor,
+            action="device_key.revoke",
+            object=f"device:{dev.name if dev else '?'}",
+            details={"fingerprint": fingerprint, "reason": reason, "sessions": [x.id for x in ended]},
+        )
+    return key
+
+
+def list_device_keys(ws: Workspace, device: str | None = None) -> list[tuple[DeviceKey, str]]:
+    """Enrolled device keys (revoked ones too) with their device's name, newest first."""
+    with ws.reader() as s:
+        query = select(DeviceKey, Device.name).join(Device, Device.id == DeviceKey.device_id)
+        if device is not None:
+            query = query.where(Device.id == get_device(s, device).id)
+        rows = s.execute(query.order_by(DeviceKey.created_at.desc()))
+        return [(key, name) for key, name in rows]
+
+
+@dataclass(frozen=True)
+class _ProvenKey:
+    """A device key whose holder has just signed a live challenge for this account."""
+
+    key_id: str
+    device_id: str
+    fingerprint: str
+
+
+def _check_device_proof(
+    ws: Workspace, username: str, device: str, proof: device_keys.DeviceProof | None, now: dt.datetime
+) -> _ProvenKey:
+    """Steps 2a-2d of :func:`authenticate`; each failure is a :class:`DeviceProofError`."""
+    if proof is None:
+        raise device_keys.DeviceProofError("no device proof was given")
+    # 2a: the challenge is one we issued, and it is live.
+    issued, challenge = _open_challenge(ws, proof.challenge_id, now)
+    # 2b: the key: enrolled and unrevoked, on the device the caller named (by name or fingerprint).
+    fingerprint = device_keys.parse_fingerprint(proof.fingerprint)
+    with ws.reader() as s:
+        row = s.scalars(select(DeviceKey).where(DeviceKey.fingerprint == fingerprint)).first()
+        if row is None or row.revoked_at is not None:
+            raise device_keys.DeviceProofError(f"the device key {fingerprint} is not enrolled or is revoked")
+        dev = s.get(Device, row.device_id)
+        if dev is None or device not in (dev.name, row.fingerprint):
+            raise device_keys.DeviceProofError(
+                f"the device key {fingerprint} is not a key of the device named in the request"
+            )
+        proven = _ProvenKey(key_id=row.id, device_id=dev.id, fingerprint=row.fingerprint)
+        stored = row.public_key
+    try:
+        key = device_keys.parse_public_key(stored)
+    except InputError:
+        key = None
+    if key is None or key.fingerprint != fingerprint:  # enrolled before keys were parsed: re-enrol
+        raise device_keys.DeviceProofError(f"the stored key {fingerprint} is unusable; enrol the key again")
+    # 2c: the signature, over the challenge, the fingerprint and the user name.
+    device_keys.verify_proof(
+        key, device_keys.proof_message(challenge, fingerprint, username), proof.signature
+    )
+    # 2d: single use: the account keeps the issue time of the last challenge it used, and only a
+    # later one is accepted (a replay, or an older challenge answered late, is refused). Committed now,
+    # whatever happens next, so a proof is good for one try.
+    _use_challenge(ws, username, issued, challenge)
+    return proven
+
+
+def _use_challenge(ws: Workspace, username: str, issued: dt.datetime, challenge: bytes) -> None:
+    if not plausible_username(username):
+        return
+    try:
+        with ws.transaction() as s:
+            account_id = s.scalar(select(Account.id).where(Account.username == username))
+            if account_id is None:
+                return  # no account to sign in to: the password step fails
+            values = {
+                "challenge": challenge,
+                "created_at": issued,
+                "expires_at": issued + DEVICE_CHALLENGE_LIFETIME,
+            }
+            taken = s.execute(
+                update(WebAuthnChallenge)
+                .where(
+                    WebAuthnChallenge.account_id == account_id,
+                    WebAuthnChallenge.purpose == DEVICE_CHALLENGE_PURPOSE,
+                    WebAuthnChallenge.created_at < issued,
+                )
+                .values(**values)
+            )
+            if getattr(taken, "rowcount", 0) == 1:
+                return
+            if s.get(WebAuthnChallenge, (account_id, DEVICE_CHALLENGE_PURPOSE)) is not None:
+                raise device_keys.DeviceProofError("the challenge was used already (or a later one was)")
+            s.add(WebAuthnChallenge(account_id=account_id, purpose=DEVICE_CHALLENGE_PURPOSE, **values))
+            s.flush()
+    except DBIntegrityError:  # a concurrent first use of a challenge by this account
+        raise device_keys.DeviceProofError("the challenge was used already (or a later one was)") from None
 
 
 # --- throttling ------------------------------------------------------------------------------------
@@ -737,21 +932,32 @@ def authenticate(
     second_factor: str | mfa.SecondFactor | None,
     device: str,
     *,
+    device_proof: device_keys.DeviceProof | None,
     source: str = "local",
     now: dt.datetime | None = None,
 ) -> Login:
     """Sign in; see the module docstring for the steps. Returns the session and its token.
 
-    ``second_factor`` is a one-time or recovery code, or a passkey's assertion
-    (:class:`gpaisec.access.webauthn.Assertion`). Every failure of steps 2-3 is one :class:`SignInError`.
+    ``device`` names the device (its name, or its key's fingerprint); ``device_proof`` is the
+    signature of a challenge from :func:`device_challenge` by that device's enrolled key (None is
+    refused like a wrong one). ``second_factor`` is a one-time or recovery code, or a passkey's
+    assertion (:class:`gpaisec.access.webauthn.Assertion`). Every failure of steps 2-4 is one
+    :class:`SignInError`.
     """
     now = now or utcnow()
     gate = throttle(ws)
-    # Step 1: throttle, before any password work.
+    # Step 1: throttle, before any work.
     gate.check(username, source)
+    # Step 2: the device proof, before any password work (see the module docstring).
+    try:
+        proven = _check_device_proof(ws, username, device, device_proof, now)
+    except device_keys.DeviceProofError as exc:
+        _refuse_device_proof(ws, username, device_proof, exc, source)
+        gate.record_failure(username, source)
+        raise SignInError() from None
     # A passkey's challenge is taken away now, in a transaction of its own (one try per challenge),
     # but only for the right password: otherwise anyone could burn a person's pending challenge. The
-    # check costs the same password work whether it passes or not, and step 2 repeats it.
+    # check costs the same password work whether it passes or not, and step 3 repeats it.
     if second_factor is not None and not isinstance(second_factor, str):
         with ws.reader() as s:
             _, right = password_account(s, username, password)
@@ -761,10 +967,10 @@ def authenticate(
             second_factor.claim_nothing()
 
     def sign_in(s: DBSession) -> Login:
-        # Step 2: password (dummy work for an unknown account; the same error either way).
+        # Step 3: password (dummy work for an unknown account; the same error either way).
         account = check_sign_in_password(s, username, password, details={"source": source})
         obj = f"account:{account.username}"
-        # Step 3: second factor.
+        # Step 4: second factor.
         mfa_at: dt.datetime | None = None
         if mfa.is_enrolled(s, account.id):
             try:
@@ -778,16 +984,28 @@ def authenticate(
             mfa_at = now
         else:
             factor = "none"
-        # Step 4: device key.
-        key, dev = _device_key(s, device)
-        if dev.retired_at is not None:
+        # Step 5: the proven key and its device, as they are now: the key unrevoked, the device
+        # managed and in use.
+        key = s.get(DeviceKey, proven.key_id)
+        dev = s.get(Device, proven.device_id)
+        if key is None or dev is None or key.revoked_at is not None:
             raise Refusal(
-                DeniedError(f"device {dev.name} is retired"),
+                device_keys.DeviceProofError(f"the device key {proven.fingerprint} was revoked"),
+                action="login.fail",
+                object=obj,
+                details={"source": source, "step": "device", "fingerprint": proven.fingerprint},
+            )
+        if dev.retired_at is not None or not dev.managed:
+            raise Refusal(
+                DeniedError(
+                    f"device {dev.name} is {'retired' if dev.retired_at is not None else 'not managed'}",
+                    hint="sign in from a managed device in use (A4.2(2): no weights on unmanaged devices)",
+                ),
                 action="login.denied",
                 object=obj,
-                details={"device": dev.name},
+                details={"device": dev.name, "fingerprint": key.fingerprint},
             )
-        # Step 5: no shared accounts or devices.
+        # Step 6: no shared accounts or devices.
         active = list(s.scalars(_active_sessions(s, now).options(selectinload(Session.device_key))))
         elsewhere = sorted(
             {
@@ -841,7 +1059,7 @@ def authenticate(
                     "now": now,
                 },
             )
-        # Step 6: the session.
+        # Step 7: the session.
         token = secrets.token_urlsafe(32)
         session = Session(
             id=new_id("ses"),
@@ -860,17 +1078,52 @@ def authenticate(
             actor=f"user:{account.username}",
             action="login",
             object=obj,
-            details={"session": session.id, "device": dev.name, "factor": factor, "source": source},
+            details={
+                "session": session.id,
+                "device": dev.name,
+                "fingerprint": key.fingerprint,
+                "factor": factor,
+                "source": source,
+            },
         )
         return Login(session=session, token=token)
 
     try:
         login = guarded(ws, "anonymous", sign_in)
-    except (WrongPasswordError, mfa.MfaError):
+    except (WrongPasswordError, mfa.MfaError, device_keys.DeviceProofError):
         gate.record_failure(username, source)
         raise SignInError() from None
     gate.record_success(username, source)
     return login
+
+
+def _refuse_device_proof(
+    ws: Workspace,
+    username: str,
+    proof: device_keys.DeviceProof | None,
+    error: device_keys.DeviceProofError,
+    source: str,
+) -> None:
+    """Audit a refused device proof (``login.fail``, step ``device``) in a transaction of its own."""
+
+    def refuse(s: DBSession) -> None:
+        account = (
+            s.scalars(select(Account).where(Account.username == username)).first()
+            if plausible_username(username)
+            else None
+        )
+        details: dict[str, Any] = {"source": source, "step": "device"}
+        if proof is not None and device_keys.FINGERPRINT.fullmatch(proof.fingerprint):
+            details["fingerprint"] = proof.fingerprint  # only a well-formed one: never echo input
+        raise Refusal(
+            error,
+            action="login.fail",
+            object=f"account:{account.username}" if account is not None else "account:?",
+            details=details,
+        )
+
+    with contextlib.suppress(device_keys.DeviceProofError):
+        guarded(ws, "anonymous", refuse)
 
 
 #: How stale a session's ``last_seen_at`` may get before a request records its use again.

@@ -24,12 +24,19 @@ API_PREFIX = "/api/v1"
 DOCS_URL = "/api/docs"
 OPENAPI_URL = "/api/openapi.json"
 # The only operations that answer without authentication.
-PUBLIC_OPERATIONS = frozenset({("POST", f"{API_PREFIX}/session"), ("POST", f"{API_PREFIX}/session/webauthn")})
+PUBLIC_OPERATIONS = frozenset(
+    {
+        ("POST", f"{API_PREFIX}/session"),
+        ("POST", f"{API_PREFIX}/session/webauthn"),
+        ("POST", f"{API_PREFIX}/session/device-challenge"),
+    }
+)
 
 DESCRIPTION = """\
 Protect unreleased model weights and prove conformance with the EU GPAI Code of Practice.
 
-People sign in with `POST /api/v1/session` (password, one-time code, device) and get an HttpOnly
+People sign in with `POST /api/v1/session` (password, one-time code, and a device proof: a signature
+of a challenge from `POST /api/v1/session/device-challenge` by the device's key) and get an HttpOnly
 session cookie and a CSRF token to send as `X-CSRF-Token` on every unsafe request. Software sends a
 service token as `Authorization: Bearer`. Errors are `application/problem+json`.
 """

@@ -17,6 +17,8 @@ __all__ = [
     "ApproveBody",
     "AssessmentCreate",
     "DecisionPublic",
+    "DeviceChallengePublic",
+    "DeviceProofBody",
     "DecideBody",
     "FindingPublic",
     "GrantCreate",
@@ -66,6 +68,33 @@ def _one_factor(code: str | None, webauthn: dict[str, Any] | None, *, required: 
         raise ValueError("give a one-time code or a passkey's assertion")
 
 
+class DeviceProofBody(_In):
+    """Proof that the client holds its device's enrolled key (see POST /session/device-challenge)."""
+
+    fingerprint: str = Field(
+        min_length=1,
+        max_length=100,
+        description="sha256: and the hex SHA-256 of the device key's DER SubjectPublicKeyInfo.",
+    )
+    challenge_id: str = Field(
+        min_length=1, max_length=200, description="From POST /session/device-challenge."
+    )
+    signature: str = Field(
+        min_length=1,
+        max_length=200,
+        description=(
+            'Base64 signature of b"gpaisec-device-proof-v1\\0" + challenge (32 bytes) + fingerprint (ASCII) '
+            "+ username (UTF-8): Ed25519, or ECDSA P-256/SHA-256 as r||s (64 bytes)."
+        ),
+    )
+
+
+class DeviceChallengePublic(BaseModel):
+    challenge_id: str = Field(description="Send it back in device_proof.challenge_id.")
+    challenge: str = Field(description="32 random bytes, base64: the part of the message to sign.")
+    expires_at: dt.datetime
+
+
 class SessionCreate(_In):
     username: str = Field(min_length=1, max_length=100)
     password: str = Field(min_length=1, max_length=1024, json_schema_extra={"format": "password"})
@@ -76,6 +105,9 @@ class SessionCreate(_In):
     )
     device: str = Field(
         min_length=1, max_length=200, description="The device's name or key fingerprint (sha256:...)."
+    )
+    device_proof: DeviceProofBody | None = Field(
+        default=None, description="Required: a signature of a fresh device challenge by the device's key."
     )
 
     @model_validator(mode="after")

@@ -2,8 +2,10 @@
 
 Secrets never go on the command line. Passwords and one-time codes are prompted for (getpass, with
 no echo); for automation only, ``GPAISEC_PASSWORD`` and ``GPAISEC_TOTP`` are read from the
-environment instead. ``gpaisec login`` keeps the session token in ``<workspace>/session`` (mode
-0600); the other commands act as that session's account.
+environment instead. ``gpaisec login`` signs a fresh device challenge with this device's private key
+(``--device-key``, by default the one ``gpaisec access device-key DEVICE --generate`` made) and keeps
+the session token in ``<workspace>/session`` (mode 0600); the other commands act as that session's
+account.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import getpass
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from gpaisec.access import accounts, grants, mfa, reviews
+from gpaisec.access import accounts, device_keys, grants, mfa, reviews
 from gpaisec.access.decide import check_access, load_policies
 from gpaisec.access.pdp import PDP, PolicySet, explain
 from gpaisec.cli import common
@@ -306,16 +309,38 @@ def mfa_confirm(name: str, fmt: common.FormatOption = common.OutputFormat.table)
 # --- sign-in ---------------------------------------------------------------------------------------
 
 
+DeviceKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--device-key",
+        help="This device's private key file (default: <workspace>/keys/devices/DEVICE.key, made by "
+        "`gpaisec access device-key DEVICE --generate`).",
+    ),
+]
+
+
+def _device_signer(device: str, path: Path | None) -> device_keys.DeviceSigner:
+    where = path or device_keys.default_key_path(common.workspace().keys_dir, device)
+    return device_keys.load_signer(
+        where, passphrase=lambda: _secret("Passphrase of the device key: ", "GPAISEC_DEVICE_KEY_PASSPHRASE")
+    )
+
+
 def login(
     username: str,
-    device: Annotated[str, typer.Option(help="This device's name or key fingerprint (sha256:...).")],
+    device: Annotated[str, typer.Option(help="This device's name (or its key's fingerprint, sha256:...).")],
+    device_key: DeviceKeyOption = None,
     fmt: common.FormatOption = common.OutputFormat.table,
 ) -> None:
-    """Sign in: password and one-time code are prompted for; the session is kept in the workspace."""
+    """Sign in: password and one-time code are prompted for, and this device's key signs a fresh
+    challenge; the session is kept in the workspace."""
     ws = common.workspace()
+    signer = _device_signer(device, device_key)  # before the prompts: a missing key fails at once
     password = _secret("Password: ", "GPAISEC_PASSWORD")
     code = _secret("One-time or recovery code (empty if none enrolled): ", "GPAISEC_TOTP") or None
-    lg = accounts.authenticate(ws, username, password, code, device)
+    challenge = accounts.device_challenge(ws)
+    proof = signer.prove(challenge.id, challenge.challenge, username)
+    lg = accounts.authenticate(ws, username, password, code, device, device_proof=proof)
     path = _save_session(username, lg.token)
     common.emit(
         fmt,
@@ -324,6 +349,7 @@ def login(
             "session": lg.session.id,
             "expires_at": lg.session.expires_at,
             "mfa": lg.session.mfa_at is not None,
+            "device_key": proof.fingerprint,
         },
         lambda: common.info(
             f"signed in as {username} until {_iso(lg.session.expires_at)}; session kept in {path}"
@@ -354,15 +380,96 @@ def logout(
 @access_app.command("device-key")
 def device_key(
     device: str,
-    public_key: Annotated[Path, typer.Argument(help="A file holding the device's public key.")],
+    public_key: Annotated[
+        Path | None,
+        typer.Argument(help="A file with the device's public key (PEM or OpenSSH); - reads standard input."),
+    ] = None,
+    generate: Annotated[
+        bool,
+        typer.Option(
+            "--generate", help="Make a key pair for this machine: the private key goes to --device-key."
+        ),
+    ] = False,
+    device_key_path: DeviceKeyOption = None,
+    algorithm: Annotated[str, typer.Option(help="With --generate: ed25519 or ecdsa-p256.")] = "ed25519",
     fmt: common.FormatOption = common.OutputFormat.table,
 ) -> None:
-    """Bind a public key to a registered device; sessions from that device are bound to it."""
-    key = accounts.enrol_device_key(common.workspace(), device, public_key.read_text(encoding="utf-8"))
+    """Enrol a device's public key (Ed25519 or ECDSA P-256; PEM or OpenSSH), or with --generate make a
+    key pair here (private key mode 0600, written atomically, never over a file) and enrol it.
+    Sign-ins from the device then prove they hold the private key."""
+    ws = common.workspace()
+    written: Path | None = None
+    if generate == (public_key is not None):
+        raise InputError("give either a public key file or --generate", hint="see --help")
+    if generate:
+        if algorithm not in ("ed25519", "ecdsa-p256"):
+            raise InputError(f"unknown key algorithm {algorithm!r}", hint="use ed25519 or ecdsa-p256")
+        signer = device_keys.generate_signer("ecdsa-p256" if algorithm == "ecdsa-p256" else "ed25519")
+        written = device_key_path or device_keys.default_key_path(ws.keys_dir, device)
+        signer.save(written)
+        try:
+            key = accounts.enrol_device_key(ws, device, signer.public.pem)
+        except BaseException:
+            written.unlink(missing_ok=True)  # an enrolment that failed leaves no key behind
+            raise
+    else:
+        assert public_key is not None
+        if str(public_key) == "-":
+            text = sys.stdin.read(device_keys.MAX_KEY_TEXT + 1)
+        else:
+            try:
+                text = public_key.read_text(encoding="utf-8", errors="replace")[
+                    : device_keys.MAX_KEY_TEXT + 1
+                ]
+            except OSError as exc:
+                raise InputError(f"cannot read {public_key}: {exc.strerror or exc}") from None
+        key = accounts.enrol_device_key(ws, device, text)
     common.emit(
         fmt,
-        {"device": device, "fingerprint": key.fingerprint},
-        lambda: common.info(f"{device}: {key.fingerprint}"),
+        {"device": device, "fingerprint": key.fingerprint, "private_key": str(written) if written else None},
+        lambda: common.info(
+            f"{device}: {key.fingerprint}" + (f"\nprivate key: {written} (mode 0600)" if written else "")
+        ),
+    )
+
+
+@access_app.command("device-keys")
+def device_keys_list(
+    device: Annotated[str | None, typer.Argument(help="Only this device's keys.")] = None,
+    fmt: common.FormatOption = common.OutputFormat.table,
+) -> None:
+    """Enrolled device keys, revoked ones too, newest first."""
+    keys = accounts.list_device_keys(common.workspace(), device)
+    rows = [
+        {
+            "device": name,
+            "fingerprint": key.fingerprint,
+            "created_at": key.created_at,
+            "revoked_at": key.revoked_at,
+        }
+        for key, name in keys
+    ]
+
+    def render() -> None:
+        for key, name in keys:
+            state = f"revoked {_iso(key.revoked_at)}" if key.revoked_at else "active"
+            common.stdout.print(f"{name}  {key.fingerprint}  {_iso(key.created_at)}  {state}")
+
+    common.emit(fmt, rows, render)
+
+
+@access_app.command("device-key-revoke")
+def device_key_revoke(
+    fingerprint: str,
+    reason: Annotated[str, typer.Option(help="Why (lost, replaced, compromised...), for the audit log.")],
+    fmt: common.FormatOption = common.OutputFormat.table,
+) -> None:
+    """Revoke a device key: it signs in nowhere from now on, and its sessions end (audited)."""
+    key = accounts.revoke_device_key(common.workspace(), fingerprint, reason=reason)
+    common.emit(
+        fmt,
+        {"fingerprint": key.fingerprint, "revoked_at": key.revoked_at},
+        lambda: common.info(f"revoked {key.fingerprint}"),
     )
 
 

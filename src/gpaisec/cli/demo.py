@@ -43,9 +43,13 @@ def demo_cmd(
     if sign_in is not None:
         render_gap_table(report)
         common.info(
-            f"\ndashboard: http://127.0.0.1:{port}/ - sign in as {demo.DEMO_ADMIN}"
-            f" on device {demo.DEMO_DEVICE};"
+            f"\ndashboard: http://127.0.0.1:{port}/ - sign in as {demo.DEMO_ADMIN};"
             f"\nthe password is in {sign_in} (mode 0600); the one-time code: gpaisec -w {home} demo --code"
+            f"\nthe browser needs its device key: make it at http://127.0.0.1:{port}/device, then enrol it:"
+            f"\n  gpaisec -w {home} access device-key {demo.DEMO_BROWSER} -"
+            "   (paste the public key, then Ctrl-D)"
+            f"\nthe CLI signs in from {demo.DEMO_DEVICE}, whose key is made:"
+            f" gpaisec -w {home} login {demo.DEMO_ADMIN} --device {demo.DEMO_DEVICE}"
         )
         from gpaisec.cli.serve import serve as serve_cmd
 

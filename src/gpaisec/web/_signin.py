@@ -1,22 +1,30 @@
 """Sign-in, sign-out and my account (the API's cookie session, so one sign-in serves both).
 
 ``/login`` takes a one-time code, or a passkey's assertion that ``/static/webauthn.js`` puts in the
-form's hidden ``webauthn`` field after asking the API for options (``POST /api/v1/session/webauthn``);
-without JavaScript the code still works. ``/account`` shows my sessions and passkeys, confirms a
-fresh second factor, removes a passkey (registering one needs the browser's passkey dialogue, so
-webauthn.js does it through the API) and signs me out everywhere.
+form's hidden ``webauthn`` field after asking the API for options (``POST /api/v1/session/webauthn``).
+Every sign-in also proves the device: ``/static/device.js`` asks the API for a challenge
+(``POST /api/v1/session/device-challenge``), signs it with this browser's device key (a
+non-extractable WebCrypto ECDSA P-256 key kept in IndexedDB) and puts the proof in the form's hidden
+``device_*`` fields; without JavaScript there is no proof, and signing in fails like any other
+failure. ``/device`` makes the browser's key and shows its public key (PEM) and fingerprint, for an
+admin to enrol with ``gpaisec access device-key DEVICE FILE``.
+
+``/account`` shows my sessions and passkeys, confirms a fresh second factor, removes a passkey
+(registering one needs the browser's passkey dialogue, so webauthn.js does it through the API) and
+signs me out everywhere.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from gpaisec.access import accounts, webauthn
+from gpaisec.access import accounts, device_keys, webauthn
 from gpaisec.access.mfa import MfaError, SecondFactor
 from gpaisec.access.passwords import WrongPasswordError
 from gpaisec.access.ratelimit import ThrottledError
@@ -30,6 +38,7 @@ from gpaisec.web._common import IDENT, Refused, Route, guard, page, problem, ren
 __all__ = ["ROUTES"]
 
 MAX_ASSERTION = 16_384  # characters of a passkey's assertion (a few hundred bytes in practice)
+PROOF_FIELDS = ("device_fingerprint", "device_challenge_id", "device_signature")
 DONE = {"mfa": "second factor confirmed", "registered": "passkey registered", "removed": "passkey removed"}
 
 
@@ -42,6 +51,7 @@ async def login(request: Request) -> Response:
     form = dict(await request.form())
     username = form.get("username")
     fields = [form.get(k) for k in ("username", "password", "totp_code", "device")]
+    proof_fields = [form.get(k) for k in PROOF_FIELDS]
     again = {"username": username if isinstance(username, str) else "", "device": form.get("device") or ""}
     if not sess.login_csrf_ok(request, form.get(sess.CSRF_FIELD)):
         return render(
@@ -51,6 +61,8 @@ async def login(request: Request) -> Response:
     if not all(isinstance(f, str) for f in fields) or not isinstance(assertion, str):
         return render(request, "login.html", None, status=400, error="fill in every field", form=again)
     user, password, code, device = (str(f) for f in fields)
+    proof = _device_proof(proof_fields)
+    device = device or (proof.fingerprint if proof else "")
     source = request.client.host if request.client else "unknown"
     ctx = sess.context(request)
     try:
@@ -60,16 +72,25 @@ async def login(request: Request) -> Response:
                 raise accounts.SignInError()
             factor = webauthn.Assertion(assertion, relying_party(request))
         signed = await run_in_threadpool(
-            accounts.authenticate, ctx.workspace, user, password, factor, device, source=source
+            accounts.authenticate,
+            ctx.workspace,
+            user,
+            password,
+            factor,
+            device,
+            device_proof=proof,
+            source=source,
         )
     except (WrongPasswordError, MfaError):
-        # One answer for an unknown user, a wrong password and a wrong code or passkey, as the API gives.
+        # One answer for an unknown user, a wrong password, a wrong code or passkey and a wrong or
+        # missing device proof, as the API gives.
         return render(
             request,
             "login.html",
             None,
             status=401,
-            error="sign-in failed: check the user name, password and second factor",
+            error="sign-in failed: check the user name, password, second factor and this browser's device"
+            " key",
             form=again,
         )
     except ThrottledError as exc:
@@ -82,6 +103,24 @@ async def login(request: Request) -> Response:
     response = RedirectResponse("/", status_code=303)
     sess.set_session_cookies(request, response, signed.token, max_age)
     return response
+
+
+def _device_proof(fields: Sequence[object]) -> device_keys.DeviceProof | None:
+    """The proof from the form's hidden fields (device.js fills them), or None if any is missing."""
+    if not all(isinstance(f, str) and f for f in fields):
+        return None
+    fingerprint, challenge_id, signature = (str(f) for f in fields)
+    return device_keys.DeviceProof(
+        fingerprint=fingerprint[:100],
+        challenge_id=challenge_id[:200],
+        signature=device_keys.decode_signature(signature),
+    )
+
+
+async def device(request: Request) -> Response:
+    """This browser's device key: made, kept and shown by device.js (the page itself holds no secret)."""
+    caller = await run_in_threadpool(sess.signed_in, request)
+    return render(request, "device.html", caller, title="This browser's device key")
 
 
 async def logout(request: Request) -> Response:
@@ -169,6 +208,7 @@ async def account_logout_all(request: Request, caller: Caller, form: dict[str, A
 
 ROUTES: tuple[Route, ...] = (
     ("/login", ("GET", "POST"), login),
+    ("/device", ("GET",), device),
     ("/logout", ("GET", "POST"), logout),
     ("/account", ("GET",), account),
     ("/account/mfa", ("POST",), account_mfa),

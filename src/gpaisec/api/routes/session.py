@@ -1,5 +1,11 @@
 """Signing in and out (one session or everywhere), the second-factor step-up, and my own passkeys.
 
+Every sign-in proves the device: ``POST /session/device-challenge`` answers a fresh challenge (no
+input, nothing stored; valid for 2 minutes and for one sign-in of an account), which the client signs
+with its device's enrolled key (see :mod:`gpaisec.access.device_keys` for the exact message) and
+sends in ``device_proof`` of ``POST /session``. A missing or wrong proof is the same 401 as a wrong
+password.
+
 Passkey sign-in is two calls: ``POST /session/webauthn`` (user name and password) answers request
 options, always of the same shape (see :mod:`gpaisec.access.webauthn`), then ``POST /session`` with
 the assertion in ``webauthn`` instead of ``totp_code``. Every failure of either is the same 401.
@@ -11,6 +17,7 @@ request's own origin, which must be https (http only on localhost).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Annotated, Any
@@ -18,12 +25,14 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from gpaisec.access import accounts, webauthn
+from gpaisec.access import accounts, device_keys, webauthn
 from gpaisec.access.mfa import MfaError, SecondFactor
 from gpaisec.access.passwords import WrongPasswordError
 from gpaisec.api.deps import ApiContext, Context, CurrentCaller, Ident, SessionCaller, csrf_token
 from gpaisec.api.problems import AuthenticationError
 from gpaisec.api.schemas import (
+    DeviceChallengePublic,
+    DeviceProofBody,
     MePublic,
     PasskeyCreate,
     PasskeyPublic,
@@ -101,10 +110,41 @@ def _assertion(request: Request, credential: dict[str, Any]) -> SecondFactor:
 
 
 def _sign_in_failed() -> AuthenticationError:
-    # One answer for an unknown user, a wrong password and a wrong or missing second factor: telling
-    # them apart would confirm a guessed password.
+    # One answer for an unknown user, a wrong password, a wrong or missing second factor and a wrong
+    # or missing device proof: telling them apart would confirm a guessed password.
     return AuthenticationError(
-        "sign-in failed", hint="check the user name, password and second factor (one-time code or passkey)"
+        "sign-in failed",
+        hint="check the user name, password, second factor (one-time code or passkey) and device proof",
+    )
+
+
+def _device_proof(body: DeviceProofBody | None) -> device_keys.DeviceProof | None:
+    if body is None:
+        return None
+    return device_keys.DeviceProof(
+        fingerprint=body.fingerprint,
+        challenge_id=body.challenge_id,
+        signature=device_keys.decode_signature(body.signature),  # b"" if not base64: refused, audited
+    )
+
+
+@router.post(
+    "/session/device-challenge",
+    response_model=DeviceChallengePublic,
+    summary="A fresh challenge for the device proof of a sign-in",
+    description=(
+        "Sign b'gpaisec-device-proof-v1\\0' + challenge (32 bytes) + the device key's fingerprint (ASCII) + "
+        "the user name (UTF-8) with the device's enrolled key (Ed25519, or ECDSA P-256/SHA-256 as r||s) "
+        "and send it in device_proof of POST /session before expires_at. Each challenge signs one sign-in "
+        "of an account; a later challenge makes earlier ones of that account unusable once it is used."
+    ),
+)
+def device_challenge(ctx: Context) -> DeviceChallengePublic:
+    made = accounts.device_challenge(ctx.workspace)
+    return DeviceChallengePublic(
+        challenge_id=made.id,
+        challenge=base64.b64encode(made.challenge).decode("ascii"),
+        expires_at=made.expires_at,
     )
 
 
@@ -112,7 +152,7 @@ def _sign_in_failed() -> AuthenticationError:
     "/session",
     status_code=status.HTTP_201_CREATED,
     response_model=SessionPublic,
-    summary="Sign in (password, one-time code or passkey, device)",
+    summary="Sign in (password, one-time code or passkey, device proof)",
 )
 def sign_in(body: SessionCreate, request: Request, response: Response, ctx: Context) -> SessionPublic:
     factor: str | SecondFactor | None = body.totp_code
@@ -120,7 +160,13 @@ def sign_in(body: SessionCreate, request: Request, response: Response, ctx: Cont
         factor = _assertion(request, body.webauthn)
     try:
         login = accounts.authenticate(
-            ctx.workspace, body.username, body.password, factor, body.device, source=_source(request)
+            ctx.workspace,
+            body.username,
+            body.password,
+            factor,
+            body.device,
+            device_proof=_device_proof(body.device_proof),
+            source=_source(request),
         )
     except (WrongPasswordError, MfaError):
         raise _sign_in_failed() from None

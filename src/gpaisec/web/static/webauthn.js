@@ -117,6 +117,9 @@
       var cred = await navigator.credentials.get({ publicKey: requestOptions(data.public_key) });
       form.elements.webauthn.value = JSON.stringify(credentialJSON(cred));
       form.elements.totp_code.value = "";
+      // The device proof too (device.js); form.submit() skips the form's own submit handler.
+      if (!window.gpaisecDevice) throw new Error("the device key script did not load");
+      await window.gpaisecDevice.prove(form);
       form.submit();
     } catch (error) {
       say("passkey-status", "passkey sign-in failed: " + refused(error));
