@@ -285,14 +285,16 @@ def print_table(report: dict[str, Any]) -> None:
     print(
         f"machine: {m['cpus']} CPUs, Python {m['python']}, {m['platform']}; median of {report['runs']} rounds"
     )
+    print(f"load average (1, 5, 15 min): {m['loadavg_start']} at the start, {m['loadavg_end']} at the end")
     for w in report["workloads"]:
         print()
         size = f"{w['bytes'] / GiB:.2f} GiB ({w['bytes'] / 1e9:.2f} GB)"
         print(f"workload ({w['workload']}): {w['files']} files, {size}")
-        print(f"  {'tool':<26} {'median s':>9} {'GB/s':>7} {'files/s':>10}")
+        print(f"  {'tool':<26} {'median s':>9} {'range s':>13} {'GB/s':>7} {'files/s':>10}")
         for row in w["results"]:
+            spread = f"{min(row['runs_s']):.3f}-{max(row['runs_s']):.3f}"
             speed = f"{row['gb_per_s']:>7.2f} {row['files_per_s']:>10.0f}"
-            print(f"  {row['tool']:<26} {row['median_s']:>9.3f} {speed}")
+            print(f"  {row['tool']:<26} {row['median_s']:>9.3f} {spread:>13} {speed}")
         print("  ratios (higher is better for gpaisec):")
         for label, value in w["ratios"].items():
             print(f"    {label:<48} {value:6.2f}x")
@@ -323,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         },
         "runs": args.runs,
         "workloads": [],
@@ -342,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["ratios"] = ratios(result)
             result["targets"] = targets(name, result["ratios"])
             report["workloads"].append(result)
+    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     if args.format == "json":
         json.dump(report, sys.stdout, indent=2)
         print()
