@@ -293,32 +293,35 @@ def _digest_files(paths: Sequence[str | bytes], params: HashParams) -> tuple[lis
     (more than ``_SMALL`` bytes) is not hashed: its size is given as ``-1 - size``.
     """
     buf = _buffer()
+    bufs = [buf]
     view = memoryview(buf)
     flags = _OPEN_FLAGS | (0 if params.allow_symlinks else _NOFOLLOW)
     new = blake3.blake3 if params.algorithm == "blake3" else hashlib.sha256
     shard = params.shard_size if params.method == "shards" else None
     sizes: list[int] = []
     digests: list[str] = []
+    size, digest = sizes.append, digests.append
+    open_, readv, close = os.open, os.readv, os.close  # locals: this loop runs once per file
     try:
         for i, path in enumerate(paths):
             try:
-                fd = os.open(path, flags)
+                fd = open_(path, flags)
                 try:
                     # A regular file returns fewer bytes than asked only at its end, so n <= _SMALL
                     # means the whole file is in buf. One byte more than _SMALL means it is large.
-                    n = os.readv(fd, [buf])
+                    n = readv(fd, bufs)
                     if n > _SMALL:
                         n = -1 - os.fstat(fd).st_size
                 finally:
-                    os.close(fd)
+                    close(fd)
             except OSError as exc:
                 raise _ReadError(i, exc) from None
-            sizes.append(n)
+            size(n)
             if shard is None:
-                digests.append(new(view[:n]).hexdigest() if n >= 0 else "")
+                digest(new(view[:n]).hexdigest() if n >= 0 else "")
             else:  # method "shards": an empty file has no shards, as in model-signing
                 for start in range(0, n, shard):
-                    digests.append(new(view[start : min(n, start + shard)]).hexdigest())
+                    digest(new(view[start : min(n, start + shard)]).hexdigest())
     finally:
         view.release()
     return sizes, digests
@@ -343,7 +346,8 @@ def _resources(
     for rel, path, n in zip(rels, paths, sizes, strict=True):
         if n < 0:
             large.append(_Entry(rel, path, -1 - n))
-            k += params.method == "files"
+            if shard is None:
+                k += 1  # method files: a large file holds a place ("") among the digests
             continue
         done += n
         if shard is None:
