@@ -4,7 +4,7 @@ import datetime as dt
 import json
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from gpaisec.access import accounts, grants
 from gpaisec.access.decide import check_access
@@ -176,3 +176,61 @@ def test_an_unknown_or_malformed_location_is_a_clear_error(workspace: Workspace)
     for bad in ("atlas:v3@", "atlas:v3@relative/path", "atlas:v3@ftp://x/y"):
         with pytest.raises(InputError):
             check_access(workspace, "alice", "read", bad)
+
+
+def test_a_location_must_be_written_as_registered_and_usable(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    registry.add_device(workspace, "gpu-node-17", managed=True, disk_encrypted=True)
+    registry.add_location(workspace, "gpu-node-17:/srv/ckpt/atlas", approve=["atlas:v3"])
+    active_grant(workspace, w.tokens)
+    session = w.tokens["alice"]
+    here = "atlas:v3@gpu-node-17:/srv/ckpt/atlas"
+    assert check_access(workspace, "alice", "read", here, session=session).allowed
+    # Text that normalises to the same path is not the path the caller will open.
+    for odd in ("/srv/ckpt/x/../atlas", "/srv/ckpt/atlas/.", "/srv/ckpt//atlas", "/srv/ckpt/atlas\u2028"):
+        with pytest.raises(InputError, match="not a location as registered"):
+            check_access(workspace, "alice", "read", f"atlas:v3@gpu-node-17:{odd}", session=session)
+    # A copy on a retired device, or a retired copy, is refused by name.
+    with workspace.transaction() as s:
+        s.execute(text("UPDATE devices SET retired_at = CURRENT_TIMESTAMP WHERE name = 'gpu-node-17'"))
+    d = check_access(workspace, "alice", "read", here, session=session)
+    assert not d.allowed
+    assert "on a retired device" in d.reasons[0]
+    # Every decision above was audited under the name as registered.
+    objects = [o for o in audit_objects(workspace) if "@" in o]
+    assert objects == ["version:" + here] * 2
+
+
+def test_a_version_whose_name_holds_an_at_sign_is_still_decided(workspace: Workspace) -> None:
+    make_world(workspace)
+    with workspace.transaction() as s:
+        registry.create_version(s, workspace, "atlas", "v4@rc1")
+    d = check_access(workspace, "alice", "read", "atlas:v4@rc1")
+    assert not d.allowed
+    assert "forbid-no-grant" in d.determining_policies
+
+
+def test_a_uri_registered_twice_is_refused_not_guessed(workspace: Workspace) -> None:
+    w = make_world(workspace)
+    registry.add_location(workspace, "s3://vault/atlas", approve=[])
+    with workspace.transaction() as s:  # an older registry let a URI in twice
+        s.execute(
+            text(
+                "INSERT INTO locations (id, device_id, path, storage, description, created_at) "
+                "SELECT 'loc-dup', NULL, path, storage, description, created_at FROM locations "
+                "WHERE path = 's3://vault/atlas'"
+            )
+        )
+    active_grant(workspace, w.tokens)
+    d = check_access(workspace, "alice", "read", "atlas:v3@s3://vault/atlas", session=w.tokens["alice"])
+    assert not d.allowed
+    assert "registered more than once" in d.reasons[0]
+
+
+def audit_objects(ws: Workspace) -> list[str]:
+    with ws.reader() as s:
+        return list(
+            s.scalars(
+                select(AuditEntry.object).where(AuditEntry.action == "access.decide").order_by(AuditEntry.seq)
+            )
+        )

@@ -304,3 +304,35 @@ def test_a_batch_whose_commit_fails_fails_every_caller_and_frees_the_writer(audi
     again = asyncio.run(asyncio.wait_for(writer.append_async([event(5)]), 30))
     assert again == range(1, 2)
     assert verify(audit_ws).tree_size == 2
+
+
+def test_a_commit_no_thread_can_take_fails_closed_and_frees_the_gate(
+    audit_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if audit_ws.sqlite_write_gate is None:
+        pytest.skip("the loop writes batches itself only on file-backed SQLite")
+    writer = AuditWriter(audit_ws)
+    start = threading.Thread.start
+
+    def no_committer(self: threading.Thread) -> None:
+        if self.name == "gpaisec-audit-commit":
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", no_committer)
+
+    async def main() -> list[range | BaseException]:
+        return await asyncio.gather(
+            *(writer.append_async([event(i)], timeout=10) for i in range(3)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, AuditWriteError) for o in outcomes), outcomes
+    assert not writer._committing
+    # Nothing holds the gate or the database: other writers get in at once.
+    with audit_ws.transaction(gate_wait=0.5):
+        pass
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert asyncio.run(writer.append_async([event(3)], timeout=10)) == range(0, 1)
+    assert count(audit_ws, AuditEntry) == 1
+    verify(audit_ws)

@@ -103,7 +103,7 @@ def _fail_closed(message: str) -> Decision:
     )
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")  # and lone surrogates (undecodable bytes)
 
 
 def _plausible(name: str) -> bool:
@@ -218,22 +218,30 @@ _LOCATION_COLUMNS = (
     Location.retired_at,
     LocationApproval.version_id.label("approved_version"),
 )
-_LOCATION = (
-    select(*_LOCATION_COLUMNS)
-    .select_from(Location)
-    .outerjoin(
-        LocationApproval,
-        and_(
-            LocationApproval.location_id == Location.id, LocationApproval.version_id == bindparam("version")
-        ),
+
+
+def _location_query(*extra: Any) -> Any:
+    return (
+        select(*_LOCATION_COLUMNS, *extra)
+        .select_from(Location)
+        .outerjoin(
+            LocationApproval,
+            and_(
+                LocationApproval.location_id == Location.id,
+                LocationApproval.version_id == bindparam("version"),
+            ),
+        )
+        .where(Location.path == bindparam("path"))
+        .limit(2)  # two rows for one place: refused (see _read_location)
     )
-    .where(Location.path == bindparam("path"))
-    .limit(1)
-)
+
+
 _LOCATION_ON_DEVICE = Query(
-    _LOCATION.join(Device, Device.id == Location.device_id).where(Device.name == bindparam("device"))
+    _location_query(Device.retired_at.label("device_retired_at"))
+    .join(Device, Device.id == Location.device_id)
+    .where(Device.name == bindparam("device"))
 )
-_LOCATION_AT_URI = Query(_LOCATION.where(Location.device_id.is_(None)))
+_LOCATION_AT_URI = Query(_location_query().where(Location.device_id.is_(None)))
 _APPROVALS = Query(
     select(_Approver.id, _Approver.person_id, _Approver.username)
     .select_from(GrantApproval)
@@ -250,9 +258,13 @@ def _read_account(r: Reader, username: str) -> Any:
     return row
 
 
-def _read_version(r: Reader, ref: str) -> Any:
+def _find_version(r: Reader, ref: str) -> Any:
     model_name, version = parse_version_ref(ref)
-    row = r.first(_VERSION, model=model_name, version=version) if _plausible(ref) else None
+    return r.first(_VERSION, model=model_name, version=version) if _plausible(ref) else None
+
+
+def _read_version(r: Reader, ref: str) -> Any:
+    row = _find_version(r, ref)
     if row is None:
         raise NotFoundError(f"no version {ref}", hint="see `gpaisec models list`")
     return row
@@ -292,19 +304,36 @@ def _read_grant(
     return grant, r.all(_APPROVALS, grant=grant.id)
 
 
-def _read_location(r: Reader, where: str, version_id: str) -> Any:
-    """The registered location ``where`` (``DEVICE:/path`` or a URI), with ``approved_version`` set
-    if it is approved for ``version_id``."""
+def _read_location(r: Reader, where: str, version_id: str) -> tuple[str, Any]:
+    """The registered location ``where`` (``DEVICE:/path`` or a URI, written exactly as registered)
+    and its row: ``approved_version`` is set if it is approved for ``version_id``; ``why_not``, if
+    the copy cannot be used at all (retired, on a retired device, registered twice)."""
     spec = parse_location(where)
+    canonical = spec.path if spec.device is None else f"{spec.device}:{spec.path}"
+    if where != canonical:
+        # A policy enforcement point opens the path it asked about: it must be the one decided on
+        # (text normalisation of "..", "." or spaces is not what the file system does).
+        raise InputError(f"{where!r} is not a location as registered", hint=f"write it as {canonical!r}")
     if not _plausible(spec.path) or (spec.device is not None and not _plausible(spec.device)):
-        row = None
+        rows = []
     elif spec.device is None:
-        row = r.first(_LOCATION_AT_URI, path=spec.path, version=version_id)
+        rows = r.all(_LOCATION_AT_URI, path=spec.path, version=version_id)
     else:
-        row = r.first(_LOCATION_ON_DEVICE, path=spec.path, device=spec.device, version=version_id)
-    if row is None:
+        rows = r.all(_LOCATION_ON_DEVICE, path=spec.path, device=spec.device, version=version_id)
+    if not rows:
         raise NotFoundError(f"no location {where}", hint="see `gpaisec locations list`")
-    return row
+    row = rows[0]
+    if len(rows) > 1:
+        why_not = "is registered more than once (retire the duplicate)"
+    elif row.retired_at is not None:
+        why_not = "is retired"
+    elif getattr(row, "device_retired_at", None) is not None:
+        why_not = f"is on a retired device ({spec.device})"
+    elif row.approved_version is None:
+        why_not = "is not approved for this version"
+    else:
+        why_not = None
+    return canonical, (row, why_not)
 
 
 def check_access(
@@ -393,11 +422,13 @@ def _decide(
 ) -> tuple[Decision, str, dict[str, Any]]:
     account = _read_account(s, username)
     version_part, at, where = version_ref.partition("@")
-    version = _read_version(s, version_part.strip())
+    whole = _find_version(s, version_ref) if at else None  # a version whose name holds an "@"
+    version = whole or _read_version(s, version_part)
     ref = f"{version[2]}:{version[3]}"
-    location = _read_location(s, where.strip(), version.id) if at else None
-    if location is not None:
-        ref = f"{ref}@{where.strip()}"
+    location: Any = None
+    if at and whole is None:
+        where, (location, why_not) = _read_location(s, where, version.id)
+        ref = f"{ref}@{where}"
     facts: dict[str, Any] = {"principal": username, "action": action, "version": ref}
     entities: list[dict[str, Any]] = []
     # Step 1: the principal.
@@ -461,9 +492,9 @@ def _decide(
     resource = pdp_mod.uid("ModelVersion", version.id)
     entities.append(pdp_mod.model_version_entity(version.id, model=version[2], released=bool(version[1])))
     if location is not None:
-        if location.retired_at is not None or location.approved_version is None:
-            why = "is retired" if location.retired_at is not None else f"is not approved for {version_part}"
-            return Decision(False, (), (), (f"the location {where.strip()} {why}",)), ref, facts
+        if why_not is not None:
+            why_not = why_not.replace("this version", f"{version[2]}:{version[3]}")
+            return Decision(False, (), (), (f"the location {where} {why_not}",)), ref, facts
         resource = pdp_mod.uid("Location", location.id)
         entities.append(pdp_mod.location_entity(location.id, version=version.id))
     # Step 5: the grant.
@@ -498,7 +529,7 @@ def _decide(
             "id": grant.id,
             "state": state,
             "approvers": [a.username for a in approvals],
-            "location": where.strip() if grant.location_id is not None else None,
+            "location": where if grant.location_id is not None else None,
             "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
         }
     # Step 6: the policies, then the decision.

@@ -29,6 +29,7 @@ decision whose answer the caller never received, which errs on the side of recor
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -214,7 +215,7 @@ class AuditWriter:
         which measured 10-30 ms per batch. On PostgreSQL (network round trips) the writer thread
         commits and the loop only awaits it.
         """
-        if self._ws.engine.dialect.name != "sqlite":
+        if self._ws.sqlite_write_gate is None:  # PostgreSQL (or an in-memory SQLite database)
             return await self._append_threaded(events, timeout)
         encoded = self._check(events)
         loop = asyncio.get_running_loop()
@@ -253,25 +254,41 @@ class AuditWriter:
 
     def _write_inline(self, chunk: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
         gate = self._ws.sqlite_write_gate
+        assert gate is not None  # append_async writes inline only where the gate exists
         try:
-            held = gate.acquire(INLINE_GATE_WAIT) if gate is not None else None
+            held = gate.acquire(INLINE_GATE_WAIT)
         except WriteGateBusy:
             self._hand_over(chunk, loop)
             return
+        except Exception as exc:  # the lock file cannot be opened: nothing written, fail closed
+            _log_failure(chunk, exc)
+            _fail_unresolved(chunk, _detail(exc))
+            return
+        prepared: PreparedAppend | None = None
         try:
             prepared = prepare_append(
                 self._ws.engine, self._ws.audit_signer(), [(item.events, item.encoded) for item in chunk]
             )
-        except Exception as exc:  # nothing written: the chunk fails closed (step 4)
-            if held is not None:
-                held.release()
+            self._committing.add(loop)
+            for item in chunk:
+                item.handed_over = True  # resolved by _committed
+            job = functools.partial(self._commit_prepared, prepared, held, chunk, loop)
+            self._committer.submit(job)
+        except BaseException as exc:
+            # Nothing committed (prepare failed, or no thread could take the commit): undo all of it,
+            # so no writer anywhere is left waiting for this gate or this transaction.
+            if prepared is not None:
+                prepared.abort()
+            held.release()
+            self._committing.discard(loop)
+            for item in chunk:
+                item.handed_over = False
             _log_failure(chunk, exc)
             _fail_unresolved(chunk, _detail(exc))
-            return
-        self._committing.add(loop)
-        for item in chunk:
-            item.handed_over = True  # resolved by _committed
-        self._committer.submit(lambda: self._commit_prepared(prepared, held, chunk, loop))
+            if self._inline.get(loop):
+                loop.call_soon(self._flush_inline, loop)
+            if not isinstance(exc, Exception):
+                raise
 
     def _commit_prepared(
         self,
@@ -293,6 +310,9 @@ class AuditWriter:
             loop.call_soon_threadsafe(self._committed, loop, chunk, prepared.results, error)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             self._committing.discard(loop)
+            self._inline.pop(loop, None)
+            if error is not None:
+                _log_failure(chunk, error)
 
     def _committed(
         self,
@@ -449,10 +469,13 @@ class _Committer:
         with self._lock:
             if self._pid != os.getpid():
                 self._pid, self._queue, self._thread = os.getpid(), queue.SimpleQueue(), None
-            self._queue.put(job)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="gpaisec-audit-commit", daemon=True)
-                self._thread.start()
+                # Started before the job is queued: a thread that cannot start leaves no job behind.
+                # (A running thread cannot exit idle meanwhile: it needs this lock to.)
+                thread = threading.Thread(target=self._run, name="gpaisec-audit-commit", daemon=True)
+                thread.start()
+                self._thread = thread
+            self._queue.put(job)
 
     def _run(self) -> None:
         me = threading.current_thread()
@@ -465,4 +488,7 @@ class _Committer:
                         self._thread = None
                         return
                 continue
-            job()
+            try:
+                job()
+            except BaseException:  # a job resolves its own callers; the thread must live on
+                _log.exception("audit commit job failed")
