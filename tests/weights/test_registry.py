@@ -93,3 +93,11 @@ def test_finding_lifecycle(workspace: Workspace) -> None:
     registry.resolve_finding(workspace, f.id, reason="copy wiped and laptop re-imaged")
     assert registry.list_findings(workspace, open_only=True) == []
     assert actions(workspace) == ["finding.open", "finding.acknowledge", "finding.resolve"]
+
+
+def test_a_uri_location_is_registered_once(workspace: Workspace) -> None:
+    registry.add_location(workspace, "s3://bucket/atlas")
+    for again in ("s3://bucket/atlas", "s3://bucket/atlas/"):  # the same place (a trailing / is dropped)
+        with pytest.raises(ConflictError, match="already exists"):
+            registry.add_location(workspace, again)
+    assert [loc.label for loc in registry.list_locations(workspace)] == ["s3://bucket/atlas"]

@@ -346,6 +346,14 @@ def add_location(
         raise InputError(f"unknown storage kind {storage!r}", hint=f"use one of {', '.join(STORAGE_KINDS)}")
     with ws.transaction() as s:
         device = get_device(s, ls.device) if ls.device else None
+        # The unique constraint on (device, path) does not cover URIs (no device: NULL never equals NULL).
+        if (
+            device is None
+            and s.scalars(
+                select(Location.id).where(Location.device_id.is_(None), Location.path == ls.path)
+            ).first()
+        ):
+            raise ConflictError(f"location {spec!r} already exists", hint="see gpaisec locations list")
         if storage is None:
             storage = "encrypted-volume" if device is not None and device.disk_encrypted else "plaintext"
         loc = Location(
