@@ -948,6 +948,7 @@ def authenticate(
     gate = throttle(ws)
     # Step 1: throttle, before any work.
     gate.check(username, source)
+    seeds = _seed_sealer(ws)  # outside any transaction (a key provider audits its unwrap in its own)
     # Step 2: the device proof, before any password work (see the module docstring).
     try:
         proven = _check_device_proof(ws, username, device, device_proof, now)
@@ -976,7 +977,7 @@ def authenticate(
             try:
                 if not second_factor:
                     raise mfa.MfaError("a second factor is required for this account")
-                factor = mfa.verify_second_factor(s, account, second_factor, now)
+                factor = mfa.verify_second_factor(s, account, second_factor, now, seeds=seeds)
             except mfa.MfaError as exc:
                 raise Refusal(
                     exc, action="login.fail", object=obj, details={"source": source, "step": "mfa"}
@@ -1163,6 +1164,17 @@ def resolve_session(ws: Workspace, token: str, *, now: dt.datetime | None = None
     return sess
 
 
+def _seed_sealer(ws: Workspace) -> mfa.SeedSealer | None:
+    """The workspace's TOTP seed sealer if its key exists and opens, else None: the check then finds
+    the key itself, makes one only to seal a legacy plaintext seed (a sealed seed never makes a new
+    key), and fails a one-time code closed with its reason audited; passkeys and recovery codes work
+    regardless."""
+    try:
+        return mfa.seed_sealer(ws, create=False)
+    except GpaisecError:
+        return None
+
+
 def step_up(
     ws: Workspace, token: str, code: str | mfa.SecondFactor, *, now: dt.datetime | None = None
 ) -> Session:
@@ -1180,12 +1192,13 @@ def step_up(
     gate.check(username, where)
     if not isinstance(code, str):
         code.claim(ws, username, now)
+    seeds = _seed_sealer(ws)
 
     def check(s: DBSession) -> Session:
         row = s.get(Session, sess.id)
         assert row is not None
         try:
-            factor = mfa.verify_second_factor(s, row.account, code, now)
+            factor = mfa.verify_second_factor(s, row.account, code, now, seeds=seeds)
         except mfa.MfaError as exc:
             raise Refusal(exc, action="session.mfa.fail", object=f"account:{username}") from None
         row.mfa_at = now
