@@ -277,3 +277,44 @@ def test_device_keys_from_the_command_line(
     ws = Workspace.open(home)
     assert accounts.list_sessions(ws, "dan") == []
     ws.close()
+
+
+def test_mfa_seal_seeds_seals_plaintext_seeds_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import text
+
+    home = str(tmp_path / "ws")
+    ws = Workspace.open(home)
+    accounts.add_person(ws, "Person alice")
+    accounts.add_person(ws, "Person bob")
+    for name in ("alice", "bob"):
+        accounts.add_user(ws, name, person=f"Person {name}", password=PASSWORD, roles=())
+        mfa.enrol_totp(ws, name)
+    # Seeds as a workspace from before migration 0006 holds them: plaintext (bob's malformed).
+    with ws.engine.begin() as conn:
+        for name, value in (("alice", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"), ("bob", "not a seed at all")):
+            conn.execute(
+                text(
+                    "UPDATE totp_credentials SET secret = :v "
+                    "WHERE account_id = (SELECT id FROM accounts WHERE username = :u)"
+                ),
+                {"v": value, "u": name},
+            )
+    rc, out, err = run(capsys, "--workspace", home, "users", "mfa", "seal-seeds", "--format", "json")
+    assert rc == 1, err  # bob's seed cannot be read
+    assert json.loads(out) == {"sealed": ["alice"], "unreadable": ["bob"]}
+    with ws.engine.connect() as conn:
+        stored = dict(
+            conn.execute(
+                text(
+                    "SELECT a.username, t.secret FROM totp_credentials t "
+                    "JOIN accounts a ON a.id = t.account_id"
+                )
+            ).all()
+        )
+    assert stored["alice"].startswith("v1:")
+    assert "JBSWY3DP" not in stored["alice"]
+    rc, out, _ = run(capsys, "--workspace", home, "users", "mfa", "seal-seeds", "--format", "json")
+    assert json.loads(out)["sealed"] == []  # already sealed: left alone
+    ws.close()

@@ -306,6 +306,25 @@ def mfa_confirm(name: str, fmt: common.FormatOption = common.OutputFormat.table)
     )
 
 
+@mfa_app.command("seal-seeds")
+def mfa_seal_seeds(fmt: common.FormatOption = common.OutputFormat.table) -> None:
+    """Seal every authenticator seed still stored in plaintext (from before migration 0006) under the
+    workspace's MFA seed key, in one transaction. Safe to run again. Exit 1 if a seed is unreadable."""
+    report = mfa.seal_legacy_seeds(common.workspace())
+
+    def render() -> None:
+        common.info(
+            f"sealed {len(report.sealed)} seed(s)"
+            + (f": {', '.join(report.sealed)}" if report.sealed else "")
+        )
+        for name in report.unreadable:
+            common.info(f"{name}: the stored seed is malformed and can never verify a code; reset it")
+
+    common.emit(fmt, {"sealed": list(report.sealed), "unreadable": list(report.unreadable)}, render)
+    if report.unreadable:
+        raise typer.Exit(1)
+
+
 # --- sign-in ---------------------------------------------------------------------------------------
 
 
