@@ -261,7 +261,9 @@ class WebAuthnCredential(Base):
 
 
 class WebAuthnChallenge(Base):
-    """The pending challenge of one ceremony (``register`` or ``authenticate``) of an account.
+    """The pending challenge of one passkey ceremony (``register`` or ``authenticate``) of an account,
+    or (purpose ``device``) the issue time of the last device-proof challenge the account used at
+    sign-in: only a later one is accepted (:mod:`gpaisec.access.device_keys`, ``accounts``).
 
     One per account and purpose: a new ceremony replaces it, finishing one deletes it (used or not).
     """
@@ -269,7 +271,7 @@ class WebAuthnChallenge(Base):
     __tablename__ = "webauthn_challenges"
 
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
-    purpose: Mapped[str] = mapped_column(String(12), primary_key=True)  # register | authenticate
+    purpose: Mapped[str] = mapped_column(String(12), primary_key=True)  # register | authenticate | device
     challenge: Mapped[bytes] = mapped_column(LargeBinary(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

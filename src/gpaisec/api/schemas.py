@@ -228,7 +228,12 @@ class GrantRowPublic(BaseModel):
 class DecideBody(_In):
     principal: str = Field(min_length=1, max_length=100, description="The account asking for access.")
     action: Literal["read", "write", "export"]
-    resource: str = Field(min_length=1, max_length=300, description="MODEL:VERSION")
+    resource: str = Field(
+        min_length=1,
+        max_length=1300,
+        description="MODEL:VERSION, or MODEL:VERSION@LOCATION for one copy of it (DEVICE:/path or a URI, "
+        "written exactly as registered)",
+    )
     explain: bool = False
     device: str | None = Field(default=None, max_length=200, description="For a principal without a session.")
     source_ip: str | None = Field(default=None, max_length=64, description="Default: the caller's address.")

@@ -581,13 +581,16 @@ def access_list(
 def access_check(
     user: str,
     action: str,
-    version: Annotated[str, typer.Argument(help="MODEL:VERSION")],
+    version: Annotated[
+        str, typer.Argument(help="MODEL:VERSION, or MODEL:VERSION@LOCATION for one copy of it.")
+    ],
     explain_: Annotated[
         bool, typer.Option("--explain", help="Show the facts the decision was made on.")
     ] = False,
     fmt: common.FormatOption = common.OutputFormat.table,
 ) -> None:
-    """Decide (and audit) whether USER may ACTION the weights of MODEL:VERSION now. Exit 6 if denied."""
+    """Decide (and audit) whether USER may ACTION the weights of MODEL:VERSION (or of one copy of it,
+    MODEL:VERSION@LOCATION) now. Exit 6 if denied."""
     d = check_access(common.workspace(), user, action, version, explain=explain_)
     common.emit(fmt, d.as_dict(), lambda: common.stdout.print(explain(d), highlight=False, markup=False))
     if not d.allowed:
