@@ -18,12 +18,15 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_atomically(path: Path, data: bytes | str, *, what: str = "", mode: int | None = None) -> None:
+def write_atomically(
+    path: Path, data: bytes | str, *, what: str = "", mode: int | None = None, exclusive: bool = False
+) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part.
 
     Steps: 1. create a temporary file in the same directory (same file system, so the rename is
-    atomic); 2. write, flush and fsync it; 3. rename it over ``path``; 4. fsync the directory so the
-    rename itself survives a crash. On any failure the temporary file is removed.
+    atomic); 2. write, flush and fsync it; 3. rename it over ``path`` (``exclusive``: link it to
+    ``path``, which fails if anything is there, even a file created a moment ago); 4. fsync the
+    directory so the rename itself survives a crash. On any failure the temporary file is removed.
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -45,7 +48,14 @@ def write_atomically(path: Path, data: bytes | str, *, what: str = "", mode: int
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())  # step 2
-        os.replace(tmp, path)  # step 3
+        if exclusive:
+            os.link(tmp, path)  # step 3 (FileExistsError if there is a file already)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)  # step 3
+    except FileExistsError:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write {label}: {path} exists already", hint="move it away first") from None
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise InputError(

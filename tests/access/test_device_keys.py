@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gpaisec.access import accounts, device_keys, passwords
 from gpaisec.access.device_keys import DeviceProof
+from gpaisec.access.ratelimit import ThrottledError
 from gpaisec.errors import DeniedError, InputError
 from gpaisec.store.base import utcnow
 from gpaisec.weights import registry
@@ -78,8 +81,8 @@ def test_the_right_proof_signs_in_bound_to_the_key(workspace: Workspace, algorit
     accounts.authenticate(workspace, "alice", PASSWORD, None, key.fingerprint, device_proof=proof)
 
 
-def attempt_ok(ws: Workspace, proof: DeviceProof) -> accounts.Login:
-    return accounts.authenticate(ws, "alice", PASSWORD, None, "laptop-1", device_proof=proof)
+def attempt_ok(ws: Workspace, proof: DeviceProof, source: str = "local") -> accounts.Login:
+    return accounts.authenticate(ws, "alice", PASSWORD, None, "laptop-1", device_proof=proof, source=source)
 
 
 # --- each wrong proof: denied and audited ------------------------------------------------------------
@@ -175,11 +178,34 @@ def test_malformed_proof_fields(alice: Workspace) -> None:
     refused(alice, DeviceProof(good.fingerprint, good.challenge_id, b"\0" * 64), "does not verify")
 
 
-def test_an_unmanaged_or_retired_device_is_denied_after_the_proof(alice: Workspace) -> None:
+def test_an_unmanaged_device_is_refused_at_the_proof_whatever_the_password(alice: Workspace) -> None:
     registry.update_device(alice, "laptop-1", managed=False)
-    with pytest.raises(DeniedError, match="not managed"):
-        attempt_ok(alice, devices.proof(alice, "alice", "laptop-1"))
-    assert [e.action for e in audit(alice)][-1] == "login.denied"
+    # The same refusal with the right password as with a wrong one: nothing said about the password.
+    refused(alice, devices.proof(alice, "alice", "laptop-1"), "device laptop-1 is not managed")
+    with pytest.raises(accounts.SignInError):
+        accounts.authenticate(
+            alice,
+            "alice",
+            "not the password at all",
+            None,
+            "laptop-1",
+            device_proof=devices.proof(alice, "alice", "laptop-1"),
+        )
+    assert not [e for e in audit(alice) if e.action == "login.denied"]
+
+
+def test_bad_proofs_count_against_the_source_not_the_account(alice: Workspace) -> None:
+    """Anyone can fail a proof for any name: that must not lock its person out."""
+    outcomes = []
+    for _ in range(50):
+        try:
+            attempt(alice, None, source="203.0.113.9")
+        except (accounts.SignInError, ThrottledError) as exc:
+            outcomes.append(type(exc))
+    assert outcomes.count(accounts.SignInError) >= 3
+    assert outcomes[-1] is ThrottledError  # the source is slowed down
+    # alice, from her own address, is not held back by any of it.
+    attempt_ok(alice, devices.proof(alice, "alice", "laptop-1"), source="198.51.100.7")
 
 
 # --- what a bad proof reveals --------------------------------------------------------------------------
@@ -324,3 +350,70 @@ def test_private_key_files(tmp_path: Any) -> None:
         device_keys.load_signer(tmp_path / "missing.key")
     with pytest.raises(InputError, match="cannot name a key file"):
         device_keys.default_key_path(tmp_path, "../etc/passwd")
+
+
+WEAK_KEYS = json.loads(
+    (Path(__file__).parent.parent / "fixtures" / "hostile" / "ed25519-weak-keys.json").read_text()
+)["keys"]
+
+
+def _weak_pem(raw: bytes) -> str | None:
+    try:
+        key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:  # the library refuses it already
+        return None
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+@pytest.mark.parametrize("weak", WEAK_KEYS, ids=[k["name"] + " " + k["hex"][:8] for k in WEAK_KEYS])
+def test_ed25519_keys_of_small_order_are_refused(workspace: Workspace, weak: dict[str, str]) -> None:
+    raw = bytes.fromhex(weak["hex"])
+    assert device_keys.ed25519_small_order(raw)
+    pem = _weak_pem(raw)
+    if pem is None:
+        return
+    registry.add_device(workspace, "kiosk-1", managed=True, disk_encrypted=True)
+    with pytest.raises(InputError, match="small order"):
+        accounts.enrol_device_key(workspace, "kiosk-1", pem)
+
+
+def test_a_stored_weak_key_cannot_sign_anyone_in(alice: Workspace) -> None:
+    """With the identity as the key, R = identity and S = 0 verify every message: such a key stored
+    before keys were checked (or put in the database some other way) must prove nothing."""
+    from gpaisec.access.models import DeviceKey
+
+    identity = bytes.fromhex(WEAK_KEYS[0]["hex"])
+    pem = _weak_pem(identity)
+    assert pem is not None
+    key = devices.signer("laptop-1")
+    with alice.transaction() as s:
+        row = s.query(DeviceKey).filter_by(fingerprint=key.fingerprint).one()
+        row.public_key = pem
+        weak_fingerprint = (
+            "sha256:"
+            + hashlib.sha256(
+                serialization.load_pem_public_key(pem.encode()).public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            ).hexdigest()
+        )
+        row.fingerprint = weak_fingerprint
+    challenge_id = accounts.device_challenge(alice).id
+    forged = DeviceProof(weak_fingerprint, challenge_id, identity + bytes(32))
+    refused(alice, forged, "unusable")
+
+
+def test_an_exclusive_write_never_replaces_a_file_that_appeared_meanwhile(tmp_path: Any) -> None:
+    from gpaisec._files import write_atomically
+
+    path = tmp_path / "laptop.key"
+    path.write_bytes(b"somebody else's key")  # created after any exists() check a caller made
+    with pytest.raises(InputError, match="exists already"):
+        write_atomically(path, b"new key", mode=0o600, exclusive=True)
+    assert path.read_bytes() == b"somebody else's key"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["laptop.key"]  # no temporary file left
+    write_atomically(tmp_path / "fresh.key", b"new key", mode=0o600, exclusive=True)
+    assert (tmp_path / "fresh.key").read_bytes() == b"new key"
+    assert (tmp_path / "fresh.key").stat().st_mode & 0o777 == 0o600

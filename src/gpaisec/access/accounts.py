@@ -17,23 +17,23 @@ Signing in (:func:`authenticate`), each step with its own failure:
 1. Throttle: the account name and the source are checked against the failure counters before any
    other work (:class:`~gpaisec.access.ratelimit.ThrottledError`).
 2. Device proof, before any password work: (a) the challenge id is ours (HMAC) and at most
-   :data:`DEVICE_CHALLENGE_LIFETIME` old; (b) the fingerprint names an enrolled, unrevoked key of
-   the device named in the request; (c) the signature verifies with that key over the challenge, the
-   fingerprint and the user name; (d) the challenge is used: the account keeps the issue time of the
-   last challenge it used (``webauthn_challenges``, purpose ``device``) and accepts only a later one,
-   committed at once, so a proof is good for one try (a replay, or an older challenge answered after a
-   newer one, is refused). A missing or failed proof is audited (``login.fail``, step ``device``)
-   and answered with the same :class:`SignInError` as a wrong password, *without* looking at the
-   password: without an enrolled device key nobody can test passwords at all, and the answer (and its
-   time) depends only on the proof, which the caller made, never on whether the password is right.
+   :data:`DEVICE_CHALLENGE_LIFETIME` old; (b) the fingerprint names an enrolled, unrevoked, usable key
+   of the device named in the request, a managed device not retired; (c) the signature verifies with
+   that key over the challenge, the fingerprint and the user name; (d) the challenge is used: the
+   account keeps the issue time of the last challenge it used (``webauthn_challenges``, purpose
+   ``device``) and accepts only a later one, committed at once, so a proof is good for one try (a
+   replay, or an older challenge answered after a newer one, is refused). A missing or failed proof is
+   audited (``login.fail``, step ``device``) and answered with the same :class:`SignInError` as a wrong
+   password, *without* looking at the password: the answer (and its time) depends only on the proof,
+   which the caller made, never on whether the password is right. It counts against the source's
+   throttle only: anyone can fail a proof for any name, so it must not lock the person out.
 3. Password: verified against the account's argon2id hash; an unknown or disabled account does the
    same work on a dummy hash, and both fail with the same :class:`WrongPasswordError`.
 4. Second factor: an account with a confirmed authenticator or a passkey must give a TOTP code
    (replay-protected), a recovery code, or a passkey's assertion (:class:`~gpaisec.access.mfa.MfaError`;
    see :mod:`gpaisec.access.webauthn` for beginning a passkey sign-in).
-5. Device: the proven key is still unrevoked (else as step 2), and its device is managed and not
-   retired (``login.denied`` with the reason: by now the caller has shown the password, the second
-   factor and the device key).
+5. Device: the proven key is still unrevoked (else as step 2), and its device still managed and
+   not retired (``login.denied`` with the reason; only if it changed since step 2).
 6. No sharing: the account must not be active on another device, and the device must not be in use
    by another account. Either is refused, audited and opens a finding (shared_account,
    shared_device): A4.1(1) forbids shared accounts and devices.
@@ -703,6 +703,11 @@ def _check_device_proof(
             raise device_keys.DeviceProofError(
                 f"the device key {fingerprint} is not a key of the device named in the request"
             )
+        # Before the password, like every device check: the device's state is no secret to whoever
+        # holds its key, and a refusal after the password would tell them the password was right.
+        if dev.retired_at is not None or not dev.managed:
+            state = "retired" if dev.retired_at is not None else "not managed"
+            raise device_keys.DeviceProofError(f"device {dev.name} is {state}")
         proven = _ProvenKey(key_id=row.id, device_id=dev.id, fingerprint=row.fingerprint)
         stored = row.public_key
     try:
@@ -954,7 +959,8 @@ def authenticate(
         proven = _check_device_proof(ws, username, device, device_proof, now)
     except device_keys.DeviceProofError as exc:
         _refuse_device_proof(ws, username, device_proof, exc, source)
-        gate.record_failure(username, source)
+        # Against the source only: a proof anyone can fail for any name must not lock its person out.
+        gate.record_source_failure(source)
         raise SignInError() from None
     # A passkey's challenge is taken away now, in a transaction of its own (one try per challenge),
     # but only for the right password: otherwise anyone could burn a person's pending challenge. The

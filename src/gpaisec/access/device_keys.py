@@ -110,8 +110,58 @@ def _refuse(what: str) -> InputError:
     return InputError(f"{what}: not a usable device key", hint=f"give {ACCEPTED}")
 
 
+# Edwards25519 (RFC 8032 5.1): the field prime, the curve constant d and a square root of -1.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+_IDENTITY = (0, 1)
+
+
+def _ed25519_decode(raw: bytes) -> tuple[int, int] | None:
+    """The point encoded by ``raw`` (RFC 8032 5.1.3), or None if it is not a canonical encoding of
+    a point on the curve."""
+    y = int.from_bytes(raw, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    if len(raw) != 32 or y >= _P:
+        return None
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if v * x * x % _P == (-u) % _P:
+        x = x * _SQRT_M1 % _P
+    elif v * x * x % _P != u:
+        return None
+    if x == 0 and sign:
+        return None
+    return (_P - x if x & 1 != sign else x), y
+
+
+def _ed25519_add(p: tuple[int, int], q: tuple[int, int]) -> tuple[int, int]:
+    """Twisted Edwards addition (a = -1); complete on this curve (d is not a square)."""
+    (x1, y1), (x2, y2) = p, q
+    t = _D * x1 * x2 * y1 * y2 % _P
+    return (
+        (x1 * y2 + x2 * y1) * pow(1 + t, _P - 2, _P) % _P,
+        (y1 * y2 + x1 * x2) * pow(1 - t, _P - 2, _P) % _P,
+    )
+
+
+def ed25519_small_order(raw: bytes) -> bool:
+    """Whether ``raw`` encodes a point of small order (8 times it is the identity), or no canonical
+    point at all. A small-order public key verifies forged signatures (with the identity as key, the
+    signature R = identity, S = 0 verifies every message), so such keys are refused, as libsodium does."""
+    point = _ed25519_decode(raw)
+    if point is None:
+        return True
+    for _ in range(3):
+        point = _ed25519_add(point, point)
+    return point == _IDENTITY
+
+
 def _public(key: object) -> tuple[Algorithm, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey]:
     if isinstance(key, ed25519.Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        if ed25519_small_order(raw):
+            raise _refuse("the Ed25519 key is a point of small order (any signature could be forged for it)")
         return "ed25519", key
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, _P256):
         return "ecdsa-p256", key
@@ -250,7 +300,9 @@ class DeviceSigner:
                 hint="move it away first, or give another path",
             )
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomically(path, self.private_pem(), what="the device's private key", mode=0o600)
+        write_atomically(
+            path, self.private_pem(), what="the device's private key", mode=0o600, exclusive=True
+        )
 
 
 def generate_signer(algorithm: Algorithm = "ed25519") -> DeviceSigner:

@@ -284,6 +284,13 @@ class Throttle:
         for key, policy in self._keys(account, source):
             self._store.update(key, _failure(policy, now))
 
+    def record_source_failure(self, source: str) -> None:
+        """Count a failed attempt against the source only: for failures that say nothing about the
+        account (anyone can send them for any name), so that they cannot lock a person out."""
+        self._store.update(
+            self._key("source", _source_id(source)), _failure(self._source_policy, self._clock())
+        )
+
     def record_success(self, account: str, source: str) -> None:
         """Clear the account's counter. The source's counter is left as it is."""
         self._store.update(self._keys(account, source)[0][0], lambda _: None)
