@@ -129,6 +129,17 @@ def test_an_older_challenge_after_a_newer_one_was_used(alice: Workspace) -> None
     refused(alice, older, "used already")
 
 
+def test_another_keys_holder_cannot_void_a_challenge_in_flight(alice: Workspace) -> None:
+    """Bob, with his own enrolled key, uses a later challenge for the name alice (the password is
+    wrong, but the proof is his and valid): alice's earlier challenge must still work."""
+    laptop(alice, "laptop-bob")
+    hers = devices.proof(alice, "alice", "laptop-1")
+    his = devices.proof(alice, "alice", "laptop-bob")
+    with pytest.raises(accounts.SignInError):
+        accounts.authenticate(alice, "alice", "wrong password", None, "laptop-bob", device_proof=his)
+    attempt_ok(alice, hers)
+
+
 def test_a_proof_is_used_up_even_when_the_password_is_wrong(alice: Workspace) -> None:
     proof = devices.proof(alice, "alice", "laptop-1")
     with pytest.raises(accounts.SignInError):

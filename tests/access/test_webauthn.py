@@ -385,7 +385,7 @@ def challenges(ws: Workspace) -> int:
     """Pending passkey challenges (not the device proof's record of the last challenge used)."""
     with ws.reader() as s:
         query = select(WebAuthnChallenge).where(
-            WebAuthnChallenge.purpose != accounts.DEVICE_CHALLENGE_PURPOSE
+            WebAuthnChallenge.purpose.not_like(f"{accounts.DEVICE_CHALLENGE_PURPOSE}:%")
         )
         return len(s.scalars(query).all())
 

@@ -20,13 +20,14 @@ Signing in (:func:`authenticate`), each step with its own failure:
    :data:`DEVICE_CHALLENGE_LIFETIME` old; (b) the fingerprint names an enrolled, unrevoked, usable key
    of the device named in the request, a managed device not retired; (c) the signature verifies with
    that key over the challenge, the fingerprint and the user name; (d) the challenge is used: the
-   account keeps the issue time of the last challenge it used (``webauthn_challenges``, purpose
-   ``device``) and accepts only a later one, committed at once, so a proof is good for one try (a
-   replay, or an older challenge answered after a newer one, is refused). A missing or failed proof is
-   audited (``login.fail``, step ``device``) and answered with the same :class:`SignInError` as a wrong
-   password, *without* looking at the password: the answer (and its time) depends only on the proof,
-   which the caller made, never on whether the password is right. It counts against the source's
-   throttle only: anyone can fail a proof for any name, so it must not lock the person out.
+   account keeps, per key, the issue time of the last challenge it used (``webauthn_challenges``,
+   purpose ``device:<key id>``) and accepts only a later one, committed at once, so a proof is good for
+   one try (a replay, or an older challenge answered after a newer one, is refused). A missing or
+   failed proof is audited (``login.fail``, step ``device``) and answered with the same
+   :class:`SignInError` as a wrong password, *without* looking at the password: the answer (and its
+   time) depends only on the proof, which the caller made, never on whether the password is right. It
+   counts against the source's throttle only: anyone can fail a proof for any name, so it must not lock
+   the person out.
 3. Password: verified against the account's argon2id hash; an unknown or disabled account does the
    same work on a dummy hash, and both fail with the same :class:`WrongPasswordError`.
 4. Second factor: an account with a confirmed authenticator or a passkey must give a TOTP code
@@ -552,7 +553,8 @@ def authenticate_token(ws: Workspace, token: str, *, now: dt.datetime | None = N
 DEVICE_CHALLENGE_LIFETIME = dt.timedelta(minutes=2)
 #: How far in the future a challenge's issue time may lie (clocks of several API processes).
 DEVICE_CHALLENGE_SKEW = dt.timedelta(seconds=30)
-#: The purpose under which the last device challenge an account used is kept (webauthn_challenges).
+#: The purpose prefix under which the last device challenge an account used with a key is kept
+#: (webauthn_challenges; see device_challenge_purpose).
 DEVICE_CHALLENGE_PURPOSE = "device"
 _CHALLENGE_PREFIX = "dc1_"
 _CHALLENGE_MAC = b"gpaisec-device-challenge-v1\x00"
@@ -723,13 +725,20 @@ def _check_device_proof(
     # 2d: single use: the account keeps the issue time of the last challenge it used, and only a
     # later one is accepted (a replay, or an older challenge answered late, is refused). Committed now,
     # whatever happens next, so a proof is good for one try.
-    _use_challenge(ws, username, issued, challenge)
+    _use_challenge(ws, username, proven.key_id, issued, challenge)
     return proven
 
 
-def _use_challenge(ws: Workspace, username: str, issued: dt.datetime, challenge: bytes) -> None:
+def device_challenge_purpose(key_id: str) -> str:
+    """The ``webauthn_challenges`` purpose that records the last challenge used with a device key:
+    per account *and* key, so the holder of one key can never void the challenge of another."""
+    return f"{DEVICE_CHALLENGE_PURPOSE}:{key_id}"
+
+
+def _use_challenge(ws: Workspace, username: str, key_id: str, issued: dt.datetime, challenge: bytes) -> None:
     if not plausible_username(username):
         return
+    purpose = device_challenge_purpose(key_id)
     try:
         with ws.transaction() as s:
             account_id = s.scalar(select(Account.id).where(Account.username == username))
@@ -744,16 +753,16 @@ def _use_challenge(ws: Workspace, username: str, issued: dt.datetime, challenge:
                 update(WebAuthnChallenge)
                 .where(
                     WebAuthnChallenge.account_id == account_id,
-                    WebAuthnChallenge.purpose == DEVICE_CHALLENGE_PURPOSE,
+                    WebAuthnChallenge.purpose == purpose,
                     WebAuthnChallenge.created_at < issued,
                 )
                 .values(**values)
             )
             if getattr(taken, "rowcount", 0) == 1:
                 return
-            if s.get(WebAuthnChallenge, (account_id, DEVICE_CHALLENGE_PURPOSE)) is not None:
+            if s.get(WebAuthnChallenge, (account_id, purpose)) is not None:
                 raise device_keys.DeviceProofError("the challenge was used already (or a later one was)")
-            s.add(WebAuthnChallenge(account_id=account_id, purpose=DEVICE_CHALLENGE_PURPOSE, **values))
+            s.add(WebAuthnChallenge(account_id=account_id, purpose=purpose, **values))
             s.flush()
     except DBIntegrityError:  # a concurrent first use of a challenge by this account
         raise device_keys.DeviceProofError("the challenge was used already (or a later one was)") from None

@@ -262,8 +262,9 @@ class WebAuthnCredential(Base):
 
 class WebAuthnChallenge(Base):
     """The pending challenge of one passkey ceremony (``register`` or ``authenticate``) of an account,
-    or (purpose ``device``) the issue time of the last device-proof challenge the account used at
-    sign-in: only a later one is accepted (:mod:`gpaisec.access.device_keys`, ``accounts``).
+    or (purpose ``device:<key id>``) the issue time of the last device-proof challenge the account
+    used with that key at sign-in: only a later one is accepted (:mod:`gpaisec.access.device_keys`,
+    ``accounts``).
 
     One per account and purpose: a new ceremony replaces it, finishing one deletes it (used or not).
     """
@@ -271,7 +272,8 @@ class WebAuthnChallenge(Base):
     __tablename__ = "webauthn_challenges"
 
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
-    purpose: Mapped[str] = mapped_column(String(12), primary_key=True)  # register | authenticate | device
+    # register | authenticate | device:<device key id>
+    purpose: Mapped[str] = mapped_column(String(40), primary_key=True)
     challenge: Mapped[bytes] = mapped_column(LargeBinary(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
