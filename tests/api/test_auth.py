@@ -143,8 +143,12 @@ def test_a_signed_out_token_is_refused_even_if_replayed(client: TestClient, worl
     assert client.get("/api/v1/me").status_code == 401
 
 
-def _attempt(client: TestClient, username: str, password: str, code: str | None = None) -> tuple[int, str]:
-    device = f"laptop-{username}"  # alice's is enrolled: her tries reach the password; mallory's is not
+def _attempt(
+    client: TestClient, username: str, password: str, code: str | None = None, device: str | None = None
+) -> tuple[int, str]:
+    device = (
+        device or f"laptop-{username}"
+    )  # alice's is enrolled: her tries reach the password; mallory's is not
     r = client.post(
         "/api/v1/session",
         json={
@@ -186,10 +190,23 @@ def test_brute_force_sign_in_is_throttled(client: TestClient, world: World) -> N
     assert r.headers["content-type"] == "application/problem+json"
     assert int(r.headers["retry-after"]) >= 1
     assert r.json()["retry_after"] == int(r.headers["retry-after"])
-    # An unknown name is throttled the same way after the same number of failures.
-    unknown = [_attempt(client, "mallory", f"guess number {i}")[0] for i in range(8)]
+    # An unknown name, tried by the holder of an enrolled key (only such tries reach the password), is
+    # throttled the same way after the same number of failures.
+    unknown = [_attempt(client, "mallory", f"guess number {i}", device="laptop-alice")[0] for i in range(8)]
     assert unknown[:5] == [401] * 5
     assert 429 in unknown[5:]
+
+
+def test_bad_device_proofs_are_throttled_by_source_and_lock_nobody_out(
+    client: TestClient, world: World
+) -> None:
+    # Without an enrolled key (laptop-mallory is not one) every try fails at the proof, for a known
+    # name as for an unknown one: only the source's counter moves (20 free failures), so strangers
+    # cannot lock alice out, and the answers say nothing about which names exist.
+    statuses = [_attempt(client, name, "x", device="laptop-mallory")[0] for name in ("alice", "mallory") * 11]
+    assert statuses[:20] == [401] * 20
+    assert 429 in statuses[20:]
+    # (That alice herself, from another address, is then not held back: tests/access/test_device_keys.py.)
 
 
 def test_password_spraying_from_one_source_is_throttled(client: TestClient, world: World) -> None:
