@@ -228,7 +228,7 @@ def test_appends_during_a_commit_in_flight_are_the_next_batch(audit_ws: Workspac
     writer = AuditWriter(audit_ws)
     busy = threading.Event()
     # The committer thread is busy with something else: the first batch is written, its commit waits.
-    writer._committer.submit(lambda: busy.wait(10))
+    writer._committer.put(lambda: busy.wait(10))
 
     async def main() -> list[range]:
         first = [asyncio.ensure_future(writer.append_async([event(i)])) for i in range(3)]

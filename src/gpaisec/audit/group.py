@@ -149,16 +149,12 @@ class AuditWriter:
         self._ws = ws
         self._max_batch = max_batch
         self._linger = linger
-        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._closed = False
+        self._writer = _OnDemandThread("gpaisec-audit-writer", self._run)
         # Events appended on an event loop, waiting for that loop's next flush (SQLite only).
         self._inline: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         # Loops with a commit in flight on the committer thread (at most one each).
         self._committing: set[asyncio.AbstractEventLoop] = set()
-        self._committer = _Committer()
+        self._committer = _OnDemandThread("gpaisec-audit-commit", self._run_commits)
         self.batches = 0  # committed batches (for tests and benchmarks)
         self.records = 0  # committed records
 
@@ -168,11 +164,7 @@ class AuditWriter:
         """Queue ``events`` (kept together, in order); the future gives their sequence numbers."""
         encoded = self._check(events)
         future: Future[range] = Future()
-        item = _Item(events, future, encoded)
-        # Under the lock, so that an idle writer cannot decide to stop between the check and the put.
-        with self._lock:
-            self._ensure_started_locked()
-            self._queue.put(item)
+        self._writer.put(_Item(events, future, encoded))
         return future
 
     @staticmethod
@@ -273,7 +265,7 @@ class AuditWriter:
             for item in chunk:
                 item.handed_over = True  # resolved by _committed
             job = functools.partial(self._commit_prepared, prepared, held, chunk, loop)
-            self._committer.submit(job)
+            self._committer.put(job)
         except BaseException as exc:
             # Nothing committed (prepare failed, or no thread could take the commit): undo all of it,
             # so no writer anywhere is left waiting for this gate or this transaction.
@@ -353,47 +345,33 @@ class AuditWriter:
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread. Later submissions start a new one."""
-        with self._lock:
-            thread = self._thread
-            self._thread = None
-            if thread is None or not thread.is_alive():
-                return
-            self._queue.put(_STOP)
-        thread.join(timeout)
+        self._writer.stop(timeout)
 
     # -- the writer ----------------------------------------------------------------------------
 
-    def _ensure_started_locked(self) -> None:
-        if self._pid != os.getpid():  # forked: the parent's thread does not exist here
-            self._pid = os.getpid()
-            self._queue = queue.SimpleQueue()
-            self._thread = None
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="gpaisec-audit-writer", daemon=True)
-            self._thread.start()
-
     def _run(self) -> None:
-        me = threading.current_thread()
         while True:
             # Step 1: the first event, then whatever else is queued (up to max_batch records). A writer
             # idle for IDLE_EXIT seconds stops (the next submission starts another), so an idle process
             # keeps no thread of ours: workspaces that are never closed leak nothing, and code that
             # forks only when no other thread runs (hashing, discovery) can.
-            try:
-                first = self._queue.get(timeout=IDLE_EXIT)
-            except queue.Empty:
-                with self._lock:
-                    if self._queue.empty() and self._thread is me:
-                        self._thread = None
-                        return
-                continue
-            if first is _STOP:
+            first = self._writer.next_item()
+            if first is None or first is _STOP:
                 return
             assert isinstance(first, _Item)
             batch, stop = self._gather(first)
             self._commit(batch)
             if stop:
                 return
+
+    def _run_commits(self) -> None:
+        """The committer thread: commits the loop handed over (:meth:`_commit_prepared`), in order."""
+        while (job := self._committer.next_item()) is not None:
+            assert callable(job)
+            try:
+                job()
+            except BaseException:  # a job resolves its own callers; the thread must live on
+                _log.exception("audit commit job failed")
 
     def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
         batch = [first]
@@ -402,7 +380,8 @@ class AuditWriter:
         while count < self._max_batch:
             try:
                 wait = deadline - time.monotonic()
-                nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                queued = self._writer.queue
+                nxt = queued.get(timeout=wait) if wait > 0 else queued.get_nowait()
             except queue.Empty:
                 break
             if nxt is _STOP:
@@ -455,40 +434,49 @@ async def _wait(future: asyncio.Future[range], timeout: float) -> range:
     return future.result()
 
 
-class _Committer:
-    """One thread that runs commits handed to it, in order; it ends after IDLE_EXIT idle seconds
-    (the next submission starts another), like the writer thread, and a forked child starts its own."""
+class _OnDemandThread:
+    """A queue and the thread that serves it, started on the first :meth:`put`; the thread (running
+    ``target``, which takes items with :meth:`next_item`) ends after IDLE_EXIT idle seconds and the
+    next put starts another, so an idle process keeps no thread of ours. A forked child starts its
+    own (the parent's thread does not exist there)."""
 
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+    def __init__(self, name: str, target: Callable[[], None]) -> None:
+        self._name = name
+        self._target = target
+        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def put(self, item: object) -> None:
+        # Under the lock, so that an idle thread cannot decide to stop between the check and the put.
         with self._lock:
             if self._pid != os.getpid():
-                self._pid, self._queue, self._thread = os.getpid(), queue.SimpleQueue(), None
+                self._pid, self.queue, self._thread = os.getpid(), queue.SimpleQueue(), None
             if self._thread is None or not self._thread.is_alive():
-                # Started before the job is queued: a thread that cannot start leaves no job behind.
-                # (A running thread cannot exit idle meanwhile: it needs this lock to.)
-                thread = threading.Thread(target=self._run, name="gpaisec-audit-commit", daemon=True)
+                # Started before the item is queued: a thread that cannot start leaves nothing behind.
+                thread = threading.Thread(target=self._target, name=self._name, daemon=True)
                 thread.start()
                 self._thread = thread
-            self._queue.put(job)
+            self.queue.put(item)
 
-    def _run(self) -> None:
+    def next_item(self) -> object | None:
+        """On the thread: the next item, or None once it has been idle IDLE_EXIT seconds (it must end)."""
         me = threading.current_thread()
         while True:
             try:
-                job = self._queue.get(timeout=IDLE_EXIT)
+                return self.queue.get(timeout=IDLE_EXIT)
             except queue.Empty:
                 with self._lock:
-                    if self._queue.empty() and self._thread is me:
+                    if self.queue.empty() and self._thread is me:
                         self._thread = None
-                        return
-                continue
-            try:
-                job()
-            except BaseException:  # a job resolves its own callers; the thread must live on
-                _log.exception("audit commit job failed")
+                        return None
+
+    def stop(self, timeout: float) -> None:
+        """Let the thread finish what is queued, then end it (``target`` ends on :data:`_STOP`)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is None or not thread.is_alive():
+                return
+            self.queue.put(_STOP)
+        thread.join(timeout)
