@@ -1,14 +1,56 @@
-"""Writing files whole or not at all: every file gpaisec writes for a user goes through here."""
+"""Writing files whole or not at all (every file gpaisec writes for a user goes through here), and
+reading the secret files only their owner may read."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from gpaisec.errors import InputError
+from gpaisec.errors import ConfigError, GpaisecError, InputError
 
-__all__ = ["write_atomically"]
+__all__ = ["read_private_file", "write_atomically"]
+
+
+def read_private_file(
+    path: Path,
+    what: str,
+    *,
+    error: type[GpaisecError] = ConfigError,
+    unreadable_hint: str = "run gpaisec as the file's owner and check its permissions",
+    limit: int = -1,
+) -> bytes:
+    """The bytes of a secret file (``what``, e.g. "the audit signing key"), at most ``limit``: it must
+    be a regular file (a symbolic link is refused), with no permission for group or others, owned by
+    this user. Checked on the open descriptor, so nothing can swap the file between check and read;
+    every refusal is ``error`` with advice."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"{what} {path} is not a regular file", hint="symbolic links are refused") from None
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}", hint=unreadable_hint) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # (a directory opens too, but cannot be read as a file)
+        os.close(fd)
+        raise error(f"{what} {path} is not a regular file", hint="replace it with the file itself")
+    with os.fdopen(fd, "rb") as fh:
+        if st.st_mode & 0o077:
+            raise error(
+                f"{what} {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o})",
+                hint=f"chmod 600 {path}, and consider what it protects exposed",
+            )
+        if st.st_uid != os.geteuid():
+            raise error(
+                f"{what} {path} belongs to another user (uid {st.st_uid})",
+                hint="run gpaisec as the file's owner",
+            )
+        try:
+            return fh.read(limit)
+        except OSError as exc:
+            raise error(f"cannot read {what} {path}: {exc.strerror or exc}", hint=unreadable_hint) from None
 
 
 def _default_mode() -> int:

@@ -351,7 +351,7 @@ def test_private_key_files(tmp_path: Any) -> None:
     with pytest.raises(InputError, match="never overwritten"):
         signer.save(path)
     path.chmod(0o644)
-    with pytest.raises(InputError, match="may be read by others"):
+    with pytest.raises(InputError, match="readable by other users"):
         device_keys.load_signer(path)
     path.chmod(0o600)
     path.write_text("not a key")

@@ -29,9 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from gpaisec._files import write_atomically
+from gpaisec._files import read_private_file, write_atomically
 from gpaisec.errors import DeniedError, InputError
 
 __all__ = [
@@ -319,18 +317,12 @@ def load_signer(path: Path, passphrase: Callable[[], str] | None = None) -> Devi
 
     ``passphrase`` is asked only for an encrypted key.
     """
-    try:
-        info = path.stat()
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(
-            f"cannot read the device's private key {path}: {exc.strerror or exc}",
-            hint="create one with `gpaisec access device-key DEVICE --generate`, or give --device-key PATH",
-        ) from None
-    if os.name == "posix" and stat.S_IMODE(info.st_mode) & 0o077:
-        raise InputError(
-            f"the device's private key {path} may be read by others", hint=f"run: chmod 600 {path}"
-        )
+    data = read_private_file(
+        path,
+        "the device's private key",
+        error=InputError,
+        unreadable_hint="make one with `gpaisec access device-key DEVICE --generate`, or give --device-key",
+    )
     is_ssh = data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
     load = serialization.load_ssh_private_key if is_ssh else serialization.load_pem_private_key
     try:

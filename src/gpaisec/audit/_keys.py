@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gpaisec._files import read_private_file
 from gpaisec.errors import ConfigError, InputError
 
 __all__ = [
@@ -133,32 +134,11 @@ def _check_dir(keys_dir: Path) -> None:
 
 
 def _read_private(path: Path) -> LocalSigner:
-    try:
-        st = path.lstat()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the audit signing key {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(
-            f"the audit signing key {path} is not a regular file",
-            hint="replace it with the key file (symbolic links are refused)",
-        )
-    if st.st_mode & 0o077:
-        raise ConfigError(
-            f"the audit signing key {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o})",
-            hint=f"chmod 600 {path}, and consider the key exposed: rotate it if others could read it",
-        )
-    if st.st_uid != os.geteuid():
-        raise ConfigError(
-            f"the audit signing key {path} belongs to another user (uid {st.st_uid})",
-            hint="run gpaisec as the workspace's owner",
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the audit signing key {path}: {exc.strerror}",
-            hint="run gpaisec as the workspace's owner and check the file's permissions",
-        ) from None
+    data = read_private_file(
+        path,
+        "the audit signing key",
+        unreadable_hint="run gpaisec as the workspace's owner and check the file's permissions",
+    )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):

@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gpaisec._files import read_private_file
 from gpaisec.crypto.keys import DATA_KEY_BYTES, WrappedKey
 from gpaisec.errors import ConfigError, IntegrityError
 
@@ -194,28 +194,12 @@ def is_wrapped(path: Path) -> bool:
 
 
 def _read_doc(path: Path) -> dict[str, object]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the key file {path}: {exc.strerror}",
-            hint="it must be a regular file (not a link) owned by the workspace's user",
-        ) from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"the key file {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise ConfigError(
-                f"the key file {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o})",
-                hint=f"chmod 600 {path}, and consider the secrets it protects exposed",
-            )
-        if st.st_uid != os.geteuid():
-            raise ConfigError(
-                f"the key file {path} belongs to another user (uid {st.st_uid})",
-                hint="run gpaisec as the workspace's owner",
-            )
-        data = fh.read(64 * 1024)
+    data = read_private_file(
+        path,
+        "the key file",
+        unreadable_hint="it must be a regular file (not a link) owned by the workspace's user",
+        limit=64 * 1024,
+    )
     try:
         doc = json.loads(data)
     except ValueError:
