@@ -61,27 +61,33 @@ def _default_mode() -> int:
 
 
 def write_atomically(
-    path: Path, data: bytes | str, *, what: str = "", mode: int | None = None, exclusive: bool = False
-) -> None:
+    path: Path,
+    data: bytes | str,
+    *,
+    what: str = "",
+    mode: int | None = None,
+    exclusive: bool = False,
+    error: type[GpaisecError] = InputError,
+) -> bool:
     """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part.
 
     Steps: 1. create a temporary file in the same directory (same file system, so the rename is
     atomic); 2. write, flush and fsync it; 3. rename it over ``path`` (``exclusive``: link it to
-    ``path``, which fails if anything is there, even a file created a moment ago); 4. fsync the
-    directory so the rename itself survives a crash. On any failure the temporary file is removed.
+    ``path``, which fails if anything is there, even a file created a moment ago, so of two writers
+    exactly one wins); 4. fsync the directory so the rename itself survives a crash. On any failure
+    the temporary file is removed and ``error`` raised. Returns True, or (``exclusive``) False if
+    ``path`` existed: nothing was written.
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
     label = f"{what} to {path}" if what else str(path)
     directory = path.absolute().parent
     if not directory.is_dir():
-        raise InputError(
-            f"cannot write {label}: directory {directory} does not exist", hint="create it first"
-        )
+        raise error(f"cannot write {label}: directory {directory} does not exist", hint="create it first")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)  # step 1
     except OSError as exc:
-        raise InputError(
+        raise error(
             f"cannot write {label}: {exc.strerror or exc}", hint="choose a path in a directory you may write"
         ) from None
     try:
@@ -91,16 +97,17 @@ def write_atomically(
             fh.flush()
             os.fsync(fh.fileno())  # step 2
         if exclusive:
-            os.link(tmp, path)  # step 3 (FileExistsError if there is a file already)
-            os.unlink(tmp)
+            try:
+                os.link(tmp, path)  # step 3
+            except FileExistsError:
+                return False
+            finally:
+                Path(tmp).unlink(missing_ok=True)
         else:
             os.replace(tmp, path)  # step 3
-    except FileExistsError:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write {label}: {path} exists already", hint="move it away first") from None
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise InputError(
+        raise error(
             f"cannot write {label}: {exc.strerror or exc}", hint="choose a file path you may write"
         ) from None
     except BaseException:
@@ -109,8 +116,9 @@ def write_atomically(
     try:
         dir_fd = os.open(directory, os.O_RDONLY)
     except OSError:
-        return  # no directory handles on this platform: the rename is as durable as it gets
+        return True  # no directory handles on this platform: the rename is as durable as it gets
     try:
         os.fsync(dir_fd)  # step 4
     finally:
         os.close(dir_fd)
+    return True

@@ -292,15 +292,14 @@ class DeviceSigner:
 
     def save(self, path: Path) -> None:
         """Write the private key to ``path`` (PKCS#8 PEM, mode 0600) atomically; never over a file."""
-        if path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not write_atomically(
+            path, self.private_pem(), what="the device's private key", mode=0o600, exclusive=True
+        ):
             raise InputError(
                 f"{path} exists already; a device key is never overwritten",
                 hint="move it away first, or give another path",
             )
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomically(
-            path, self.private_pem(), what="the device's private key", mode=0o600, exclusive=True
-        )
 
 
 def generate_signer(algorithm: Algorithm = "ed25519") -> DeviceSigner:

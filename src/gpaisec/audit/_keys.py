@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,7 +23,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gpaisec._files import read_private_file
+from gpaisec._files import read_private_file, write_atomically
 from gpaisec.errors import ConfigError, InputError
 
 __all__ = [
@@ -153,31 +152,6 @@ def _read_private(path: Path) -> LocalSigner:
     return LocalSigner(key)
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> bool:
-    """Write ``data`` to ``path`` unless it exists; atomic (temp file, fsync, link). True if written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return True
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        os.unlink(tmp)
-
-
 def load_signer(keys_dir: Path) -> LocalSigner | None:
     """The workspace's signing key, or None if there is none yet (nothing is created)."""
     path = keys_dir / PRIVATE_KEY_FILE
@@ -195,18 +169,26 @@ def load_or_create_signer(keys_dir: Path) -> LocalSigner:
     path = keys_dir / PRIVATE_KEY_FILE
     if not path.exists() and not path.is_symlink():
         signer = LocalSigner.generate()
-        try:
-            # Two processes may race here; os.link lets exactly one win, the other reads its key.
-            _write_new(path, signer.private_pem(), 0o600)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the audit signing key {path}: {exc.strerror}") from None
+        # Two processes may race here; an exclusive write lets exactly one win, the other reads its key.
+        write_atomically(
+            path,
+            signer.private_pem(),
+            what="the audit signing key",
+            mode=0o600,
+            exclusive=True,
+            error=ConfigError,
+        )
     signer = _read_private(path)
     pub_path = keys_dir / PUBLIC_KEY_FILE
     if not pub_path.exists():
-        try:
-            _write_new(pub_path, signer.public_key.pem(), 0o644)
-        except OSError as exc:
-            raise ConfigError(f"cannot write the audit public key {pub_path}: {exc.strerror}") from None
+        write_atomically(
+            pub_path,
+            signer.public_key.pem(),
+            what="the audit public key",
+            mode=0o644,
+            exclusive=True,
+            error=ConfigError,
+        )
     return signer
 
 

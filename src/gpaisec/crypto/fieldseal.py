@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gpaisec._files import read_private_file
+from gpaisec._files import read_private_file, write_atomically
 from gpaisec.crypto.keys import DATA_KEY_BYTES, WrappedKey
 from gpaisec.errors import ConfigError, IntegrityError
 
@@ -183,8 +182,6 @@ def _encode(key: FieldKey, wrap: Wrap | None) -> bytes:
 
 def rewrite_wrapped(path: Path, key: FieldKey, wrap: Wrap) -> None:
     """Replace the plain key file at ``path`` by one holding the same key wrapped (atomic, 0600)."""
-    from gpaisec._files import write_atomically
-
     write_atomically(path, _encode(key, wrap), what="the wrapped key", mode=0o600)
 
 
@@ -240,8 +237,8 @@ def create_key_file(path: Path, *, wrap: Wrap | None = None, unwrap: Unwrap | No
     """Create a key in ``path`` (0600, in a 0700 directory) unless one exists; return the key the
     file holds afterwards (another process may have won the race: its key is returned).
 
-    Steps: 1. write the new key to a temporary file in the same directory and fsync it; 2. hard-link
-    it to ``path`` (fails if ``path`` exists, so exactly one writer wins); 3. fsync the directory.
+    Written whole or not at all, and only if ``path`` does not exist (exclusive
+    :func:`gpaisec._files.write_atomically`: of two writers exactly one wins).
     """
     directory = path.parent
     try:
@@ -249,32 +246,9 @@ def create_key_file(path: Path, *, wrap: Wrap | None = None, unwrap: Unwrap | No
     except OSError as exc:
         raise ConfigError(f"cannot create the keys directory {directory}: {exc.strerror}") from None
     key = FieldKey.generate()
-    data = _encode(key, wrap)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")  # mode 0600
-    except OSError as exc:
-        raise ConfigError(f"cannot write the key file {path}: {exc.strerror}") from None
-    won = False
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())  # step 1
-        try:
-            os.link(tmp, path)  # step 2
-            won = True
-        except FileExistsError:
-            pass
-        if won:
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)  # step 3
-            finally:
-                os.close(dir_fd)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the key file {path}: {exc.strerror}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    won = write_atomically(
+        path, _encode(key, wrap), what="the key file", mode=0o600, exclusive=True, error=ConfigError
+    )
     if won:
         return key
     key_now = read_key_file(path, unwrap=unwrap)
