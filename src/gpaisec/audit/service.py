@@ -54,6 +54,7 @@ from gpaisec.audit.merkle import (
 from gpaisec.audit.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
 from gpaisec.errors import AuditIntegrityError, ConfigError, InputError, NotFoundError
 from gpaisec.store.base import utcnow
+from gpaisec.store.fastsql import give_back
 
 if TYPE_CHECKING:
     from gpaisec.workspace import Workspace
@@ -334,23 +335,14 @@ class PreparedAppend:
         try:
             raw.commit()
         except BaseException:
-            _discard(raw)
+            give_back(raw)
             raise
         raw.close()
 
     def abort(self) -> None:
         raw, self._raw = self._raw, None
         if raw is not None:
-            _discard(raw)
-
-
-def _discard(raw: Any) -> None:
-    try:
-        raw.rollback()
-    except Exception:  # the connection is gone: the pool must not hand it out again
-        raw.invalidate()
-    finally:
-        raw.close()
+            give_back(raw)
 
 
 def prepare_append(
@@ -375,7 +367,7 @@ def prepare_append(
         _write(db, state, signer)
         db.cursor.close()
     except BaseException:
-        _discard(raw)
+        give_back(raw)
         raise
     return PreparedAppend(raw, results)
 

@@ -37,7 +37,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gpaisec.errors import StoreError
 
-__all__ = ["Query", "Reader", "read_transaction"]
+__all__ = ["Query", "Reader", "give_back", "read_transaction"]
 
 _Processor = Callable[[Any], Any] | None
 
@@ -180,9 +180,15 @@ def read_transaction(engine: Engine) -> Iterator[Reader]:
         finally:
             cursor.close()
     finally:
-        try:
-            raw.rollback()
-        except errors:  # the connection is gone: the pool must not hand it out again
-            raw.invalidate()
-        finally:
-            raw.close()
+        give_back(raw, errors)
+
+
+def give_back(raw: Any, errors: type[BaseException] | tuple[type[BaseException], ...] = Exception) -> None:
+    """Roll back a pooled driver connection and return it to its pool; one whose rollback fails
+    (``errors``) is invalidated, so that the pool never hands it out again."""
+    try:
+        raw.rollback()
+    except errors:
+        raw.invalidate()
+    finally:
+        raw.close()
